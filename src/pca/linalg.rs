@@ -1,0 +1,116 @@
+//! Thin bridges from nalgebra storage to faer's kernels (DESIGN.md §8: faer runs syrk,
+//! gemm and the symmetric eigensolver 1.7-6x faster than nalgebra, and works in place
+//! on nalgebra's column-major storage, so nalgebra stays the type at the API).
+//!
+//! Everything here is sequential (`Par::Seq`): the service parallelises across models
+//! and requests, and a deterministic order of operations keeps results reproducible.
+
+use faer::linalg::matmul::triangular::{self, BlockStructure};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par, Side};
+use nalgebra::{DMatrix, DVector};
+
+/// A faer view of a column-major nalgebra matrix.
+pub(crate) fn view(m: &DMatrix<f64>) -> MatRef<'_, f64> {
+    MatRef::from_column_major_slice(m.as_slice(), m.nrows(), m.ncols())
+}
+
+/// A mutable faer view of a column-major nalgebra matrix.
+pub(crate) fn view_mut(m: &mut DMatrix<f64>) -> MatMut<'_, f64> {
+    let (r, c) = m.shape();
+    MatMut::from_column_major_slice_mut(m.as_mut_slice(), r, c)
+}
+
+/// `dst = a · b` (Replace) or `dst += a · b` (Add), with optional transposes.
+pub(crate) fn gemm(
+    dst: &mut DMatrix<f64>,
+    accum: Accum,
+    a: &DMatrix<f64>,
+    ta: bool,
+    b: &DMatrix<f64>,
+    tb: bool,
+    alpha: f64,
+) {
+    let av = if ta { view(a).transpose() } else { view(a) };
+    let bv = if tb { view(b).transpose() } else { view(b) };
+    matmul(view_mut(dst), accum, av, bv, alpha, Par::Seq);
+}
+
+/// `a · b` into a new matrix, with optional transposes.
+pub(crate) fn mul(a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMatrix<f64> {
+    let rows = if ta { a.ncols() } else { a.nrows() };
+    let cols = if tb { b.nrows() } else { b.ncols() };
+    let mut out = DMatrix::zeros(rows, cols);
+    gemm(&mut out, Accum::Replace, a, ta, b, tb, 1.0);
+    out
+}
+
+/// Symmetric rank-b update of the lower triangle: `dst_lower += x · xᵀ`, with `x` an
+/// n×b column-major slice. Only the lower triangle of `dst` (n×n) is read or written.
+pub(crate) fn syrk_lower_add(dst: &mut DMatrix<f64>, x: &[f64], n: usize, b: usize) {
+    let xv = MatRef::from_column_major_slice(x, n, b);
+    triangular::matmul(
+        view_mut(dst),
+        BlockStructure::TriangularLower,
+        Accum::Add,
+        xv,
+        BlockStructure::Rectangular,
+        xv.transpose(),
+        BlockStructure::Rectangular,
+        1.0,
+        Par::Seq,
+    );
+}
+
+/// Copies the lower triangle of a square matrix onto its upper triangle.
+pub(crate) fn symmetrize_from_lower(m: &mut DMatrix<f64>) {
+    let n = m.nrows();
+    for j in 0..n {
+        for i in (j + 1)..n {
+            m[(j, i)] = m[(i, j)];
+        }
+    }
+}
+
+/// Eigendecomposition of a symmetric matrix, eigenvalues in *descending* order.
+/// Returns `None` if the solver fails or returns non-finite numbers (never trust a
+/// solver handed bad input: DESIGN.md §4 saw all-zero vectors come back silently).
+pub(crate) fn eigh_desc(m: &DMatrix<f64>) -> Option<(DVector<f64>, DMatrix<f64>)> {
+    let n = m.nrows();
+    let evd = view(m).self_adjoint_eigen(Side::Lower).ok()?;
+    let s = evd.S();
+    let u = evd.U();
+    let mut vals = DVector::zeros(n);
+    let mut vecs = DMatrix::zeros(n, n);
+    for j in 0..n {
+        let src = n - 1 - j;
+        vals[j] = s[src];
+        for i in 0..n {
+            vecs[(i, j)] = u[(i, src)];
+        }
+    }
+    (vals.iter().all(|v| v.is_finite()) && vecs.iter().all(|v| v.is_finite()))
+        .then_some((vals, vecs))
+}
+
+/// Orthonormal basis (n×c, thin Householder QR) of the columns of `m` (n×c, c ≤ n).
+/// Householder QR returns orthonormal columns even when `m` is rank deficient; the
+/// extra directions are harmless in a Rayleigh–Ritz trial space.
+pub(crate) fn orthonormalize(m: &DMatrix<f64>) -> DMatrix<f64> {
+    let q = faer::linalg::solvers::Qr::new(view(m)).compute_thin_Q();
+    DMatrix::from_fn(q.nrows(), q.ncols(), |i, j| q[(i, j)])
+}
+
+/// Solves `m · x = rhs` in place for a symmetric positive-definite `m` (n×n, lower
+/// triangle read) by Cholesky. Returns `false` (leaving `rhs` unspecified) when `m` is
+/// not positive definite.
+pub(crate) fn cholesky_solve_in_place(m: &DMatrix<f64>, rhs: &mut DMatrix<f64>) -> bool {
+    use faer::linalg::solvers::Solve;
+    match view(m).llt(Side::Lower) {
+        Ok(llt) => {
+            llt.solve_in_place(view_mut(rhs));
+            rhs.iter().all(|v| v.is_finite())
+        }
+        Err(_) => false,
+    }
+}

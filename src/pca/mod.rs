@@ -1,0 +1,18 @@
+//! The numerical core: streaming moments, the ordered loss, its optimisers, and what a
+//! fit reports. Pure numerics on nalgebra types (faer runs the hot kernels underneath);
+//! no async, HTTP, serialisation, file system or metrics here.
+//!
+//! Data flow: rows → [`Accumulator::update`] → [`Accumulator::target`] → [`Trainer::fit`]
+//! → [`Components`] → [`Components::project`].
+
+pub mod accumulator;
+pub mod components;
+mod error;
+mod linalg;
+pub mod loss;
+pub mod optimizer;
+
+pub use accumulator::{Accumulator, AccumulatorParts, Target};
+pub use components::{Components, Projection};
+pub use error::PcaError;
+pub use optimizer::{FitParams, OptimizerKind, Trainer, TrainerState, ValidParams};
