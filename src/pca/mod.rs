@@ -11,6 +11,8 @@ mod error;
 mod linalg;
 pub mod loss;
 pub mod optimizer;
+#[cfg(test)]
+mod tests;
 
 pub use accumulator::{Accumulator, AccumulatorParts, Target};
 pub use components::{Components, Projection};
