@@ -1,1 +1,3 @@
-fn main(){}
+//! Criterion benchmarks of the numerical core (to be written).
+
+fn main() {}

@@ -135,10 +135,15 @@ impl Accumulator {
             && p.count >= 0.0
             && p.tr_syy.is_finite()
             && p.mean_x.iter().chain(p.sxx.iter()).all(|v| v.is_finite())
-            && p.mean_y.iter().flat_map(|m| m.iter()).all(|v| v.is_finite())
+            && p.mean_y
+                .iter()
+                .flat_map(|m| m.iter())
+                .all(|v| v.is_finite())
             && p.syx.iter().flat_map(|m| m.iter()).all(|v| v.is_finite());
         if !finite {
-            return Err(PcaError::NonFinite { what: "accumulator parts".into() });
+            return Err(PcaError::NonFinite {
+                what: "accumulator parts".into(),
+            });
         }
         acc.count = p.count;
         acc.mean_x = p.mean_x;
@@ -226,7 +231,11 @@ impl Accumulator {
     /// [`PcaError::EmptyBatch`], [`PcaError::DimensionMismatch`] for ragged or
     /// mismatched input, [`PcaError::NonFinite`] for NaN/∞ values or a batch whose
     /// magnitude would overflow the scatter.
-    pub fn update<T: Copy + Into<f64>>(&mut self, x: &[T], y: Option<&[T]>) -> Result<(), PcaError> {
+    pub fn update<T: Copy + Into<f64>>(
+        &mut self,
+        x: &[T],
+        y: Option<&[T]>,
+    ) -> Result<(), PcaError> {
         let n = self.dim;
         if x.is_empty() {
             return Err(PcaError::EmptyBatch);
@@ -243,7 +252,10 @@ impl Accumulator {
         match (self.target_dim, y) {
             (None, None) => {}
             (None, Some(_)) => {
-                return Err(invalid("y", "this model has no targets (target_dim not set)"))
+                return Err(invalid(
+                    "y",
+                    "this model has no targets (target_dim not set)",
+                ))
             }
             (Some(_), None) => return Err(invalid("y", "this regression model needs targets")),
             (Some(m), Some(y)) => {
@@ -267,7 +279,7 @@ impl Accumulator {
             for j in 0..=b {
                 s += xc[j * n + i] * xc[j * n + i];
             }
-            if !(s.is_finite() && s <= MAX_SCATTER) || !new_mean_x[i].is_finite() {
+            if !(s.is_finite() && s <= MAX_SCATTER && new_mean_x[i].is_finite()) {
                 return Err(PcaError::NonFinite {
                     what: format!("x column {i}: its scatter would overflow"),
                 });
@@ -277,8 +289,9 @@ impl Accumulator {
             (Some(m), Some(y), Some(my)) => {
                 let (yc, new_mean_y) = centre(y, m, b, my, sw, n1);
                 let tr = decay * self.tr_syy + yc.iter().map(|v| v * v).sum::<f64>();
-                if !(tr.is_finite() && tr <= MAX_SCATTER)
-                    || !new_mean_y.iter().all(|v| v.is_finite())
+                if !(tr.is_finite()
+                    && tr <= MAX_SCATTER
+                    && new_mean_y.iter().all(|v| v.is_finite()))
                 {
                     return Err(PcaError::NonFinite {
                         what: "y: its scatter would overflow".into(),
@@ -326,7 +339,9 @@ impl Accumulator {
             });
         }
         if self.half_life.map(f64::to_bits) != other.half_life.map(f64::to_bits) {
-            return Err(PcaError::Incompatible { reason: "different half-lives".into() });
+            return Err(PcaError::Incompatible {
+                reason: "different half-lives".into(),
+            });
         }
         if other.count == 0.0 {
             return Ok(());
@@ -339,7 +354,9 @@ impl Accumulator {
             s.is_finite() && s <= MAX_SCATTER
         });
         if !new_diag_ok {
-            return Err(PcaError::NonFinite { what: "merged scatter".into() });
+            return Err(PcaError::NonFinite {
+                what: "merged scatter".into(),
+            });
         }
         let ratio = other.count / n1;
         for j in 0..self.dim {
@@ -375,7 +392,10 @@ impl Accumulator {
     /// if no ridge up to 1e-2 relative makes `C_xx` factorisable.
     pub fn target(&self) -> Result<Target, PcaError> {
         if self.count <= 0.0 {
-            return Err(PcaError::NotEnoughSamples { have: self.count, need: 1 });
+            return Err(PcaError::NotEnoughSamples {
+                have: self.count,
+                need: 1,
+            });
         }
         let mut cxx = self.scatter();
         cxx /= self.count;
@@ -470,7 +490,11 @@ fn scale_lower(m: &mut DMatrix<f64>, s: f64) {
     }
 }
 
-fn check_finite_rows<T: Copy + Into<f64>>(what: &str, data: &[T], n: usize) -> Result<(), PcaError> {
+fn check_finite_rows<T: Copy + Into<f64>>(
+    what: &str,
+    data: &[T],
+    n: usize,
+) -> Result<(), PcaError> {
     match data.iter().position(|v| !(*v).into().is_finite()) {
         None => Ok(()),
         Some(k) => Err(PcaError::NonFinite {
@@ -483,10 +507,17 @@ fn check_shape(what: &'static str, expected: usize, got: usize) -> Result<(), Pc
     if expected == got {
         Ok(())
     } else {
-        Err(PcaError::DimensionMismatch { what, expected, got })
+        Err(PcaError::DimensionMismatch {
+            what,
+            expected,
+            got,
+        })
     }
 }
 
 fn invalid(name: &'static str, reason: &str) -> PcaError {
-    PcaError::InvalidParam { name, reason: reason.into() }
+    PcaError::InvalidParam {
+        name,
+        reason: reason.into(),
+    }
 }

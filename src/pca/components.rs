@@ -97,16 +97,25 @@ impl Components {
             return Err(PcaError::EmptyBatch);
         }
         if x.len() % n != 0 {
-            return Err(PcaError::DimensionMismatch { what: "x row length", expected: n, got: x.len() % n });
+            return Err(PcaError::DimensionMismatch {
+                what: "x row length",
+                expected: n,
+                got: x.len() % n,
+            });
         }
         if k == 0 || k > self.len() {
             return Err(PcaError::InvalidParam {
                 name: "k",
-                reason: format!("must be between 1 and {} (the reported components)", self.len()),
+                reason: format!(
+                    "must be between 1 and {} (the reported components)",
+                    self.len()
+                ),
             });
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(PcaError::NonFinite { what: format!("x row {}, column {}", i / n, i % n) });
+            return Err(PcaError::NonFinite {
+                what: format!("x row {}, column {}", i / n, i % n),
+            });
         }
         let rows = x.len() / n;
         // Centred inputs as an n×rows column-major matrix (each row of x is a column).
@@ -122,7 +131,9 @@ impl Components {
         let uk = self.vectors.columns(0, k).into_owned();
         let scores_t = linalg::mul(&uk, true, &full, false); // k×rows
         let recon_t = linalg::mul(&uk, false, &scores_t, false); // m×rows, centred
-        let residual_norms = (0..rows).map(|j| (full.column(j) - recon_t.column(j)).norm()).collect();
+        let residual_norms = (0..rows)
+            .map(|j| (full.column(j) - recon_t.column(j)).norm())
+            .collect();
         let reconstructions = reconstruct.then(|| {
             let centre = self.mean_y.as_ref().unwrap_or(&self.mean);
             let mut r = recon_t.clone();
@@ -137,6 +148,10 @@ impl Components {
                 col /= self.eigenvalues[i].sqrt();
             }
         }
-        Ok(Projection { scores, reconstructions, residual_norms })
+        Ok(Projection {
+            scores,
+            reconstructions,
+            residual_norms,
+        })
     }
 }

@@ -5,8 +5,8 @@
 //! Everything here is sequential (`Par::Seq`): the service parallelises across models
 //! and requests, and a deterministic order of operations keeps results reproducible.
 
-use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, MatMut, MatRef, Par, Side};
 use nalgebra::{DMatrix, DVector};
 

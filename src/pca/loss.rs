@@ -42,7 +42,11 @@ impl Weights {
 
     /// Plain mean squared error of the rank-p model: `T = I`, `S = 11ᵀ`.
     pub fn mse(p: usize) -> Self {
-        Self { copies: 1.0, t: DVector::from_element(p, 1.0), s: DMatrix::from_element(p, p, 1.0) }
+        Self {
+            copies: 1.0,
+            t: DVector::from_element(p, 1.0),
+            s: DMatrix::from_element(p, p, 1.0),
+        }
     }
 }
 
@@ -62,7 +66,9 @@ pub struct Moments<'a> {
 /// `L(A, B)` in closed form. `a`: n_y×p, `b`: p×n.
 pub fn value(w: &Weights, a: &DMatrix<f64>, b: &DMatrix<f64>, m: Moments<'_>) -> f64 {
     let syx_bt = linalg::mul(m.syx, false, b, true); // n_y×p
-    let cross: f64 = (0..a.ncols()).map(|i| w.t[i] * a.column(i).dot(&syx_bt.column(i))).sum();
+    let cross: f64 = (0..a.ncols())
+        .map(|i| w.t[i] * a.column(i).dot(&syx_bt.column(i)))
+        .sum();
     let ata = linalg::mul(a, true, a, false);
     let bsb = bsxx_bt(b, m.sxx);
     w.copies * m.tr_syy - 2.0 * cross + w.s.component_mul(&ata).component_mul(&bsb).sum()
@@ -102,7 +108,9 @@ mod tests {
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     fn randn(rng: &mut StdRng, r: usize, c: usize) -> DMatrix<f64> {
-        DMatrix::from_fn(r, c, |_, _| rng.sample::<f64, _>(rand_distr::StandardNormal))
+        DMatrix::from_fn(r, c, |_, _| {
+            rng.sample::<f64, _>(rand_distr::StandardNormal)
+        })
     }
 
     /// The definition: Σ_i ‖Y − A I_{i;p} B X‖²_F with rows as samples (X: N×n).
@@ -148,9 +156,17 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let a = randn(&mut rng, ny.unwrap_or(n), p);
         let b = randn(&mut rng, p, n);
-        let m = Moments { sxx: &pr.sxx, syx: &pr.syx, tr_syy: pr.tr_syy };
+        let m = Moments {
+            sxx: &pr.sxx,
+            syx: &pr.syx,
+            tr_syy: pr.tr_syy,
+        };
         let closed = value(&Weights::ordered(p), &a, &b, m);
-        assert_relative_eq!(closed, sum_of_terms(&a, &b, &pr.x, &pr.y), max_relative = 1e-12);
+        assert_relative_eq!(
+            closed,
+            sum_of_terms(&a, &b, &pr.x, &pr.y),
+            max_relative = 1e-12
+        );
         let mse = value(&Weights::mse(p), &a, &b, m);
         let direct = (&pr.y - &pr.x * b.transpose() * a.transpose()).norm_squared();
         assert_relative_eq!(mse, direct, max_relative = 1e-12);
@@ -172,7 +188,11 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(seed + 100);
         let a = randn(&mut rng, ny.unwrap_or(n), p);
         let b = randn(&mut rng, p, n);
-        let m = Moments { sxx: &pr.sxx, syx: &pr.syx, tr_syy: pr.tr_syy };
+        let m = Moments {
+            sxx: &pr.sxx,
+            syx: &pr.syx,
+            tr_syy: pr.tr_syy,
+        };
         let (ga, gb) = gradient(w, &a, &b, m);
         let h = 1e-5;
         let fd = |which: u8, i: usize, j: usize| {
@@ -188,8 +208,18 @@ mod tests {
         };
         let fa = DMatrix::from_fn(a.nrows(), a.ncols(), |i, j| fd(0, i, j));
         let fb = DMatrix::from_fn(b.nrows(), b.ncols(), |i, j| fd(1, i, j));
-        assert!((&ga - &fa).norm() <= 1e-6 * fa.norm(), "dL/dA {} vs {}", ga, fa);
-        assert!((&gb - &fb).norm() <= 1e-6 * fb.norm(), "dL/dB {} vs {}", gb, fb);
+        assert!(
+            (&ga - &fa).norm() <= 1e-6 * fa.norm(),
+            "dL/dA {} vs {}",
+            ga,
+            fa
+        );
+        assert!(
+            (&gb - &fb).norm() <= 1e-6 * fb.norm(),
+            "dL/dB {} vs {}",
+            gb,
+            fb
+        );
     }
 
     #[test]
@@ -213,7 +243,11 @@ mod tests {
         let p = 3;
         let (vals, vecs) = linalg::eigh_desc(&pr.sxx).expect("eigh");
         let u = vecs.columns(0, p).into_owned();
-        let m = Moments { sxx: &pr.sxx, syx: &pr.sxx, tr_syy: pr.tr_syy };
+        let m = Moments {
+            sxx: &pr.sxx,
+            syx: &pr.sxx,
+            tr_syy: pr.tr_syy,
+        };
         let l = value(&Weights::ordered(p), &u, &u.transpose(), m);
         let lstar = p as f64 * pr.tr_syy - (0..p).map(|i| (p - i) as f64 * vals[i]).sum::<f64>();
         assert_relative_eq!(l, lstar, max_relative = 1e-12);

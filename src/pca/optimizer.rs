@@ -101,7 +101,10 @@ impl FitParams {
         if self.components == 0 || self.components > m {
             return Err(PcaError::InvalidParam {
                 name: "components",
-                reason: format!("must be between 1 and {m} (the dimension), got {}", self.components),
+                reason: format!(
+                    "must be between 1 and {m} (the dimension), got {}",
+                    self.components
+                ),
             });
         }
         if !(self.tolerance.is_finite() && self.tolerance > 0.0 && self.tolerance < 1.0) {
@@ -111,9 +114,15 @@ impl FitParams {
             });
         }
         if self.max_steps == 0 {
-            return Err(PcaError::InvalidParam { name: "max_steps", reason: "must be at least 1".into() });
+            return Err(PcaError::InvalidParam {
+                name: "max_steps",
+                reason: "must be at least 1".into(),
+            });
         }
-        Ok(ValidParams { inner: self, dim: m })
+        Ok(ValidParams {
+            inner: self,
+            dim: m,
+        })
     }
 }
 
@@ -166,7 +175,11 @@ impl Trainer {
     /// A trainer with no warm start.
     pub fn new(params: ValidParams) -> Self {
         let rng = StdRng::seed_from_u64(params.inner.seed);
-        Self { params, state: TrainerState::default(), rng }
+        Self {
+            params,
+            state: TrainerState::default(),
+            rng,
+        }
     }
 
     /// A trainer resumed from persisted state. Matrices of the wrong shape or with
@@ -175,7 +188,9 @@ impl Trainer {
         let mut t = Self::new(params);
         let (m, k, p) = (t.params.dim, t.params.block(), t.params.inner.components);
         let ok = |x: &Option<DMatrix<f64>>, r: usize, c: usize| {
-            x.as_ref().filter(|x| x.shape() == (r, c) && x.iter().all(|v| v.is_finite())).cloned()
+            x.as_ref()
+                .filter(|x| x.shape() == (r, c) && x.iter().all(|v| v.is_finite()))
+                .cloned()
         };
         t.state = TrainerState {
             q: ok(&state.q, m, k),
@@ -213,10 +228,17 @@ impl Trainer {
     pub fn fit(&mut self, target: &Target, budget: Option<usize>) -> Result<Components, PcaError> {
         let m = target.matrix.nrows();
         if m != self.params.dim {
-            return Err(PcaError::DimensionMismatch { what: "target matrix", expected: self.params.dim, got: m });
+            return Err(PcaError::DimensionMismatch {
+                what: "target matrix",
+                expected: self.params.dim,
+                got: m,
+            });
         }
         if target.count < self.params.min_samples() as f64 {
-            return Err(PcaError::NotEnoughSamples { have: target.count, need: self.params.min_samples() });
+            return Err(PcaError::NotEnoughSamples {
+                have: target.count,
+                need: self.params.min_samples(),
+            });
         }
         let budget = budget.unwrap_or(self.params.inner.max_steps);
         let mut fit = match self.params.inner.optimizer {
@@ -242,11 +264,21 @@ impl Trainer {
                 let cq = linalg::mul(c, false, &q, false);
                 let lam = vals.rows(0, k).into_owned();
                 self.state.q = Some(q.clone());
-                return Fit { q, cq, lam, steps: 1, products: units(m) };
+                return Fit {
+                    q,
+                    cq,
+                    lam,
+                    steps: 1,
+                    products: units(m),
+                };
             }
         }
         let mut products = 0.0;
-        let start = self.state.q.take().filter(|q| q.shape() == (m, k) && q.iter().all(|v| v.is_finite()));
+        let start = self
+            .state
+            .q
+            .take()
+            .filter(|q| q.shape() == (m, k) && q.iter().all(|v| v.is_finite()));
         let start = start.unwrap_or_else(|| self.random(m, k));
         let v = linalg::orthonormalize(&start);
         let cv = linalg::mul(c, false, &v, false);
@@ -285,11 +317,15 @@ impl Trainer {
             let v2 = v.columns(k, cols - k).into_owned();
             let o = linalg::mul(&q, true, &v1, false);
             let mut cv = DMatrix::zeros(m, cols);
-            cv.columns_mut(0, k).copy_from(&linalg::mul(&cq, false, &o, false));
-            cv.columns_mut(k, cols - k).copy_from(&linalg::mul(c, false, &v2, false));
+            cv.columns_mut(0, k)
+                .copy_from(&linalg::mul(&cq, false, &o, false));
+            cv.columns_mut(k, cols - k)
+                .copy_from(&linalg::mul(c, false, &v2, false));
             products += units(cols - k);
             steps += 1;
-            let Some((qn, cqn, lamn)) = ritz(&v, &cv, k) else { break };
+            let Some((qn, cqn, lamn)) = ritz(&v, &cv, k) else {
+                break;
+            };
             let overlap = linalg::mul(&q, true, &qn, false);
             p_move = Some(&qn - linalg::mul(&q, false, &overlap, false));
             q = qn;
@@ -297,7 +333,13 @@ impl Trainer {
             lam = lamn;
         }
         self.state.q = Some(q.clone());
-        Fit { q, cq, lam, steps, products }
+        Fit {
+            q,
+            cq,
+            lam,
+            steps,
+            products,
+        }
     }
 
     /// Plain block gradient descent on the ordered loss over `(A, B)` with the target
@@ -317,7 +359,11 @@ impl Trainer {
         };
         let weights = Weights::ordered(p);
         let lmax = largest_eigenvalue(c, &mut self.rng);
-        let moments = Moments { sxx: c, syx: c, tr_syy: c.trace() };
+        let moments = Moments {
+            sxx: c,
+            syx: c,
+            tr_syy: c.trace(),
+        };
         let mut steps = 0;
         let mut products = 0.0;
         let (mut q, mut cq, mut lam);
@@ -340,7 +386,13 @@ impl Trainer {
         }
         self.state.a = Some(a);
         self.state.b = Some(b);
-        Fit { q, cq, lam, steps, products }
+        Fit {
+            q,
+            cq,
+            lam,
+            steps,
+            products,
+        }
     }
 
     /// Flips columns so each agrees in sign with the last published component
@@ -350,7 +402,10 @@ impl Trainer {
             let col = fit.q.column(i);
             let s = match self.state.previous.as_ref().filter(|prev| i < prev.ncols()) {
                 Some(prev) => col.dot(&prev.column(i)),
-                None => col.iter().copied().fold(0.0, |best: f64, v| if v.abs() > best.abs() { v } else { best }),
+                None => col.iter().copied().fold(
+                    0.0,
+                    |best: f64, v| if v.abs() > best.abs() { v } else { best },
+                ),
             };
             if s < 0.0 {
                 fit.q.column_mut(i).neg_mut();
@@ -378,7 +433,13 @@ impl Trainer {
         let total = target.trace_yy;
         let eigenvalues: Vec<f64> = (0..defined).map(|i| fit.lam[i] * unbias).collect();
         let explained_variance_ratio = (0..defined)
-            .map(|i| if total > 0.0 { (fit.lam[i] / total).clamp(0.0, 1.0) } else { 0.0 })
+            .map(|i| {
+                if total > 0.0 {
+                    (fit.lam[i] / total).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let error_bounds: Vec<f64> = bounds.iter().take(defined).copied().collect();
         let relative_gaps = (0..defined).map(|i| gaps[i] / fit.lam[i]).collect();
@@ -386,19 +447,28 @@ impl Trainer {
         // L = p·tr C_yy − Σ_i (p − i + 1) ρ_i (DESIGN.md §3).
         let loss = match self.params.inner.optimizer {
             OptimizerKind::Subspace => {
-                p as f64 * total - (0..p.min(fit.lam.len())).map(|i| (p - i) as f64 * fit.lam[i]).sum::<f64>()
+                p as f64 * total
+                    - (0..p.min(fit.lam.len()))
+                        .map(|i| (p - i) as f64 * fit.lam[i])
+                        .sum::<f64>()
             }
             OptimizerKind::Gradient => match (&self.state.a, &self.state.b) {
                 (Some(a), Some(b)) => loss::value(
                     &Weights::ordered(p),
                     a,
                     b,
-                    Moments { sxx: &target.matrix, syx: &target.matrix, tr_syy: total },
+                    Moments {
+                        sxx: &target.matrix,
+                        syx: &target.matrix,
+                        tr_syy: total,
+                    },
                 ),
                 _ => f64::NAN,
             },
         };
-        let converged = error_bounds.iter().all(|b| *b <= self.params.inner.tolerance);
+        let converged = error_bounds
+            .iter()
+            .all(|b| *b <= self.params.inner.tolerance);
         self.state.previous = Some(vectors.clone());
         Components {
             vectors,
@@ -419,7 +489,9 @@ impl Trainer {
 
     fn random(&mut self, r: usize, c: usize) -> DMatrix<f64> {
         let rng = &mut self.rng;
-        DMatrix::from_fn(r, c, |_, _| rng.sample::<f64, _>(rand_distr::StandardNormal))
+        DMatrix::from_fn(r, c, |_, _| {
+            rng.sample::<f64, _>(rand_distr::StandardNormal)
+        })
     }
 }
 
@@ -508,12 +580,20 @@ fn normalize_columns(mut a: DMatrix<f64>) -> DMatrix<f64> {
 /// Rayleigh–Ritz on an orthonormal basis `v` (m×c) with `cv = C v`: the top `k` Ritz
 /// vectors, `C` times them, and the Ritz values, descending. `None` if the small
 /// eigenproblem fails.
-fn ritz(v: &DMatrix<f64>, cv: &DMatrix<f64>, k: usize) -> Option<(DMatrix<f64>, DMatrix<f64>, DVector<f64>)> {
+fn ritz(
+    v: &DMatrix<f64>,
+    cv: &DMatrix<f64>,
+    k: usize,
+) -> Option<(DMatrix<f64>, DMatrix<f64>, DVector<f64>)> {
     let h = linalg::mul(v, true, cv, false);
     let h = (&h + h.transpose()) * 0.5;
     let (vals, vecs) = linalg::eigh_desc(&h)?;
     let z = vecs.columns(0, k).into_owned();
-    Some((linalg::mul(v, false, &z, false), linalg::mul(cv, false, &z, false), vals.rows(0, k).into_owned()))
+    Some((
+        linalg::mul(v, false, &z, false),
+        linalg::mul(cv, false, &z, false),
+        vals.rows(0, k).into_owned(),
+    ))
 }
 
 /// Per column i: `‖r_i‖ / min_{j≠i} |λ_i − λ_j|` capped at π/2 (an angle bound,
@@ -527,8 +607,19 @@ fn error_bounds(r: &DMatrix<f64>, lam: &DVector<f64>) -> (Vec<f64>, Vec<f64>) {
                 .map(|j| (lam[i] - lam[j]).abs())
                 .fold(if k == 1 { lam[i].abs() } else { f64::INFINITY }, f64::min);
             let res = r.column(i).norm();
-            let bound = if gap > 0.0 { (res / gap).min(std::f64::consts::FRAC_PI_2) } else { std::f64::consts::FRAC_PI_2 };
-            (if bound.is_nan() { std::f64::consts::FRAC_PI_2 } else { bound }, gap)
+            let bound = if gap > 0.0 {
+                (res / gap).min(std::f64::consts::FRAC_PI_2)
+            } else {
+                std::f64::consts::FRAC_PI_2
+            };
+            (
+                if bound.is_nan() {
+                    std::f64::consts::FRAC_PI_2
+                } else {
+                    bound
+                },
+                gap,
+            )
         })
         .unzip()
 }
@@ -539,5 +630,7 @@ fn done(bounds: &[f64], lam: &DVector<f64>, p: usize, tol: f64) -> bool {
     if top <= 0.0 || !top.is_finite() {
         return true;
     }
-    (0..p.min(lam.len())).filter(|&i| lam[i] > RANK_TOLERANCE * top).all(|i| bounds[i] <= tol)
+    (0..p.min(lam.len()))
+        .filter(|&i| lam[i] > RANK_TOLERANCE * top)
+        .all(|i| bounds[i] <= tol)
 }
