@@ -93,7 +93,9 @@ async fn k_out_of_range_is_rejected() {
         .unwrap();
     app.wait_converged("kk", seq).await;
     for k in [0, 3] {
-        let r = app.project("kk", json!({"x": [vec![0.0; 8]], "k": k})).await;
+        let r = app
+            .project("kk", json!({"x": [vec![0.0; 8]], "k": k}))
+            .await;
         assert_error(r, StatusCode::BAD_REQUEST, "invalid_parameter").await;
         let r = app
             .client
