@@ -27,8 +27,10 @@ use crate::pca::{
     TrainerState, ValidParams,
 };
 
-/// Largest input or target dimension a model may have.
-pub const MAX_DIM: usize = 65_536;
+/// Largest input or target dimension a model may have. The accumulator holds an n×n
+/// float64 scatter and the trainer clones it per fit: 16 384 is 2 GiB each, while
+/// 65 536 would be 32 GiB and abort the process on allocation.
+pub const MAX_DIM: usize = 16_384;
 /// Largest number of components a model may have.
 pub const MAX_COMPONENTS: usize = 1024;
 /// Default convergence tolerance, in radians.
@@ -299,19 +301,18 @@ impl Model {
             st.counters.batches += 1;
             st.counters.samples = st.acc.count();
             write(&self.counters, st.counters);
+            // Metrics inside the critical section so the samples gauge moves in sequence
+            // order (lock order: ingest, then alive; nothing takes them the other way).
+            if *lock(&self.alive) {
+                self.metrics
+                    .batch_accepted(&self.config.name, batch.rows, st.counters.samples);
+            }
             IngestReceipt {
                 accepted: batch.rows,
                 samples: st.counters.samples,
                 sequence: st.counters.sequence,
             }
         };
-        {
-            let alive = lock(&self.alive);
-            if *alive {
-                self.metrics
-                    .batch_accepted(&self.config.name, batch.rows, receipt.samples);
-            }
-        }
         lock(&self.wake).pending = true;
         self.wake_cv.notify_one();
         Ok(receipt)

@@ -2,11 +2,12 @@
 //! rows against the latest published components, computed off the async runtime.
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
-use super::body::{flatten, ApiJson};
+use super::body::{flatten, media_type, RawBody};
 use super::error::ApiError;
 use super::AppState;
 
@@ -38,13 +39,29 @@ fn rows(m: &DMatrix<f64>) -> Vec<Vec<f64>> {
     m.row_iter().map(|r| r.iter().copied().collect()).collect()
 }
 
-/// Projects rows onto the first `k` components (default: all reported).
+/// Projects rows onto the first `k` components (default: all reported). The body is
+/// parsed off the async runtime, like the projection itself: both grow with the rows.
 pub async fn project(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ApiJson(req): ApiJson<ProjectRequest>,
+    headers: HeaderMap,
+    body: Result<RawBody, ApiError>,
 ) -> Result<Json<ProjectResponse>, ApiError> {
     let model = state.registry.get(&name)?;
+    match media_type(&headers).as_deref() {
+        Some("application/json") => {}
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "expected application/json, got {}",
+                other.unwrap_or("no Content-Type")
+            )))
+        }
+    }
+    let RawBody(bytes) = body?;
+    let req: ProjectRequest = tokio::task::spawn_blocking(move || serde_json::from_slice(&bytes))
+        .await
+        .map_err(|e| ApiError::Internal(format!("parse task failed: {e}")))?
+        .map_err(|e| ApiError::MalformedBody(e.to_string()))?;
     let p = model.config().components;
     if let Some(k) = req.k {
         if k == 0 || k > p {

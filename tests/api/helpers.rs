@@ -16,6 +16,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     _data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<bool>>,
 }
 
 impl Drop for TestApp {
@@ -42,12 +43,16 @@ pub async fn spawn_app_with(f: impl FnOnce(Settings) -> Settings) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let shutdown = async move {
             let _ = rx.await;
         };
-        if let Err(e) = streampca::run(listener, settings, shutdown).await {
-            eprintln!("server failed: {e:#}");
+        match streampca::run(listener, settings, shutdown).await {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("server failed: {e:#}");
+                false
+            }
         }
     });
     TestApp {
@@ -55,10 +60,24 @@ pub async fn spawn_app_with(f: impl FnOnce(Settings) -> Settings) -> TestApp {
         client: reqwest::Client::new(),
         _data_dir: data_dir,
         shutdown: Some(tx),
+        server: Some(server),
     }
 }
 
 impl TestApp {
+    /// Sends the shutdown signal and waits (at most 10 s) for `run` to return; true when
+    /// it returned `Ok`.
+    pub async fn stop(mut self) -> bool {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let server = self.server.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .map(|r| r.unwrap_or(false))
+            .unwrap_or(false)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

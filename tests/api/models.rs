@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, spawn_app};
+use crate::helpers::{assert_error, spawn_app, spiked_rows};
 
 #[tokio::test]
 async fn a_new_model_reports_its_configuration_and_empty_state() {
@@ -78,4 +78,20 @@ async fn health_and_readiness_answer() {
     let (s, v) = app.get_json("/readyz").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["status"], json!("ready"));
+}
+
+#[tokio::test]
+async fn the_service_stops_cleanly_when_asked() {
+    // Arrange: a model with a trainer thread that has work.
+    let app = spawn_app().await;
+    app.create_autoencoder("busy", 16, 4).await;
+    app.ingest_json("busy", &spiked_rows(16, 500, 8)).await;
+    let url = app.url("/healthz");
+
+    // Act
+    let stopped = app.stop().await;
+
+    // Assert: run returned Ok (trainers joined) and the port no longer answers.
+    assert!(stopped);
+    assert!(reqwest::get(url).await.is_err());
 }
