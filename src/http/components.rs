@@ -1,11 +1,11 @@
 //! `GET /v1/models/{name}/components?k=`: the latest published fit.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, ModelName};
 
 /// Query string.
 #[derive(Debug, Deserialize)]
@@ -36,7 +36,7 @@ pub struct ComponentsResponse {
 /// Serves the latest published components, truncated to `k`.
 pub async fn get(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ModelName(name): ModelName,
     query: Result<Query<ComponentsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ComponentsResponse>, ApiError> {
     let model = state.registry.get(&name)?;

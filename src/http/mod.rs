@@ -12,7 +12,8 @@ pub mod samples;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -73,6 +74,22 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(Extension(BodyLimit(body_limit)))
         .with_state(state)
+}
+
+/// The `{name}` path segment, with axum's rejection (e.g. invalid percent-encoding)
+/// given our error shape.
+#[derive(Debug)]
+pub struct ModelName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ModelName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(name)| Self(name))
+            .map_err(|e| ApiError::invalid("name", e.body_text()))
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -1,13 +1,13 @@
 //! `/v1/models` and `/v1/models/{name}`: create, list, status, delete.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::body::ApiJson;
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, ModelName};
 use crate::pca::OptimizerKind;
 use crate::registry::{Created, Model, ModelConfig, DEFAULT_TOLERANCE};
 
@@ -136,7 +136,7 @@ pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
 /// `GET /v1/models/{name}`.
 pub async fn status(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ModelName(name): ModelName,
 ) -> Result<Json<ModelStatus>, ApiError> {
     let model = state.registry.get(&name)?;
     Ok(Json(ModelStatus::of(&model)))
@@ -145,7 +145,7 @@ pub async fn status(
 /// `DELETE /v1/models/{name}`: 204.
 pub async fn delete(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ModelName(name): ModelName,
 ) -> Result<StatusCode, ApiError> {
     state.registry.delete(&name)?;
     tracing::info!(model = %name, "model deleted");

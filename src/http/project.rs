@@ -1,7 +1,7 @@
 //! `POST /v1/models/{name}/project`: scores, reconstructions and residual norms of new
 //! rows against the latest published components, computed off the async runtime.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use nalgebra::DMatrix;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{flatten, media_type, RawBody};
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, ModelName};
 
 /// `POST /v1/models/{name}/project` body.
 #[derive(Debug, Deserialize)]
@@ -43,7 +43,7 @@ fn rows(m: &DMatrix<f64>) -> Vec<Vec<f64>> {
 /// parsed off the async runtime, like the projection itself: both grow with the rows.
 pub async fn project(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ModelName(name): ModelName,
     headers: HeaderMap,
     body: Result<RawBody, ApiError>,
 ) -> Result<Json<ProjectResponse>, ApiError> {

@@ -1,14 +1,14 @@
 //! `POST /v1/models/{name}/samples`: parse a mini-batch in any of the four formats and
 //! apply it, off the async runtime.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 
 use super::body::{media_type, parse_batch, BatchFormat, RawBody};
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, ModelName};
 
 /// `POST /v1/models/{name}/samples` response.
 #[derive(Debug, Serialize)]
@@ -21,7 +21,7 @@ pub struct IngestResponse {
 /// Ingests one batch: applied whole or not at all, exactly once, in `sequence` order.
 pub async fn ingest(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ModelName(name): ModelName,
     headers: HeaderMap,
     body: Result<RawBody, ApiError>,
 ) -> Result<Json<IngestResponse>, ApiError> {
