@@ -279,7 +279,7 @@ impl Accumulator {
             for j in 0..=b {
                 s += xc[j * n + i] * xc[j * n + i];
             }
-            if !(s.is_finite() && s <= MAX_SCATTER) || !new_mean_x[i].is_finite() {
+            if !(s.is_finite() && s <= MAX_SCATTER && new_mean_x[i].is_finite()) {
                 return Err(PcaError::NonFinite {
                     what: format!("x column {i}: its scatter would overflow"),
                 });
@@ -289,8 +289,9 @@ impl Accumulator {
             (Some(m), Some(y), Some(my)) => {
                 let (yc, new_mean_y) = centre(y, m, b, my, sw, n1);
                 let tr = decay * self.tr_syy + yc.iter().map(|v| v * v).sum::<f64>();
-                if !(tr.is_finite() && tr <= MAX_SCATTER)
-                    || !new_mean_y.iter().all(|v| v.is_finite())
+                if !(tr.is_finite()
+                    && tr <= MAX_SCATTER
+                    && new_mean_y.iter().all(|v| v.is_finite()))
                 {
                     return Err(PcaError::NonFinite {
                         what: "y: its scatter would overflow".into(),

@@ -1,0 +1,135 @@
+//! Settings: every knob of the service, from flags and environment variables (flags win),
+//! with defaults in code, validated once before anything binds.
+//!
+//! Owns parsing and validation only; it never opens sockets or files.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default request body limit in bytes (64 MiB): a 256×784 JSON batch is about 4 MB, and
+/// axum's own default of 2 MB would reject it (DESIGN.md §8).
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The command line: `streampca [serve] [OPTIONS]`. The bare binary serves.
+#[derive(Debug, Parser)]
+#[command(
+    name = "streampca",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; omitted means `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings for the bare binary (same as `serve`'s).
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve(Settings),
+}
+
+impl Cli {
+    /// The settings to serve with, whichever form the command line took.
+    pub fn into_settings(self) -> Settings {
+        match self.command {
+            Some(Command::Serve(s)) => s,
+            None => self.settings,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of the service. Precedence: flag > environment variable > default.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "STREAMPCA_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Directory for durable state (created at start-up).
+    #[arg(long, env = "STREAMPCA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "STREAMPCA_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// Log format.
+    #[arg(long, env = "STREAMPCA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `streampca=debug`).
+    #[arg(long, env = "STREAMPCA_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            body_limit: DEFAULT_BODY_LIMIT,
+            log_format: LogFormat::Text,
+            log: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks the settings before anything binds.
+    ///
+    /// # Errors
+    /// A message naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.body_limit < 1024 {
+            return Err(format!(
+                "body_limit must be at least 1024 bytes, got {}",
+                self.body_limit
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data_dir must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bare_binary_and_serve_parse_the_same_flags() {
+        let bare = Cli::parse_from(["streampca", "--listen", "0.0.0.0:9000"]).into_settings();
+        let serve =
+            Cli::parse_from(["streampca", "serve", "--listen", "0.0.0.0:9000"]).into_settings();
+        assert_eq!(bare.listen, serve.listen);
+        assert_eq!(bare.body_limit, DEFAULT_BODY_LIMIT);
+    }
+
+    #[test]
+    fn a_tiny_body_limit_is_rejected() {
+        let s = Settings {
+            body_limit: 10,
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! [`ApiError`]: every way a request can fail, and the one place that picks its HTTP
+//! status and stable error code. Bodies are `{"error": {"code", "message"}}`; 5xx
+//! messages stay generic and the detail goes to the log.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::pca::PcaError;
+
+/// Every error code the API can return (used to bound metric labels).
+pub const ERROR_CODES: &[&str] = &[
+    "model_not_found",
+    "model_exists",
+    "not_fitted",
+    "invalid_parameter",
+    "dimension_mismatch",
+    "ragged_rows",
+    "non_finite",
+    "empty_batch",
+    "malformed_body",
+    "unsupported_media_type",
+    "body_too_large",
+    "route_not_found",
+    "method_not_allowed",
+    "unavailable",
+    "internal",
+];
+
+/// A failed request. Each variant's message names the problem with its numbers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// No model has this name.
+    #[error("model `{0}` does not exist")]
+    ModelNotFound(String),
+    /// A model of this name exists with another configuration.
+    #[error("model `{0}` already exists with a different configuration")]
+    ModelExists(String),
+    /// The model has not been fitted yet (too few samples so far).
+    #[error("model `{0}` has no fitted components yet; ingest more samples and retry")]
+    NotFitted(String),
+    /// A parameter (path, query or body field) is out of range.
+    #[error("invalid parameter `{name}`: {reason}")]
+    InvalidParameter {
+        /// The parameter as users spell it.
+        name: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// Rows of the wrong length (all rows agree with each other).
+    #[error("dimension mismatch: {0}")]
+    DimensionMismatch(String),
+    /// Rows of different lengths in one batch.
+    #[error("ragged rows: {0}")]
+    RaggedRows(String),
+    /// NaN or an infinity in the data.
+    #[error("non-finite value: {0}")]
+    NonFinite(String),
+    /// A batch with no rows.
+    #[error("empty batch: at least one row is required")]
+    EmptyBatch,
+    /// The body cannot be parsed.
+    #[error("malformed body: {0}")]
+    MalformedBody(String),
+    /// A `Content-Type` this route does not accept.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    /// The body exceeds the configured limit (bytes).
+    #[error("request body exceeds the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    /// No route has this path.
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    /// The path exists but not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// The service is shutting down.
+    #[error("the service is shutting down")]
+    Unavailable,
+    /// A bug or an environment failure; the detail is logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A shorthand for [`ApiError::InvalidParameter`].
+    pub fn invalid(name: &str, reason: impl Into<String>) -> Self {
+        Self::InvalidParameter {
+            name: name.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The HTTP status and the stable error code. One match, no wildcard: a new variant
+    /// must choose both here.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::ModelNotFound(_) => (StatusCode::NOT_FOUND, "model_not_found"),
+            Self::ModelExists(_) => (StatusCode::CONFLICT, "model_exists"),
+            Self::NotFitted(_) => (StatusCode::CONFLICT, "not_fitted"),
+            Self::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+            Self::DimensionMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "dimension_mismatch"),
+            Self::RaggedRows(_) => (StatusCode::UNPROCESSABLE_ENTITY, "ragged_rows"),
+            Self::NonFinite(_) => (StatusCode::UNPROCESSABLE_ENTITY, "non_finite"),
+            Self::EmptyBatch => (StatusCode::UNPROCESSABLE_ENTITY, "empty_batch"),
+            Self::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+}
+
+impl From<PcaError> for ApiError {
+    fn from(e: PcaError) -> Self {
+        let message = e.to_string();
+        match e {
+            PcaError::DimensionMismatch { .. } => Self::DimensionMismatch(message),
+            PcaError::NonFinite { what } => Self::NonFinite(what),
+            PcaError::EmptyBatch => Self::EmptyBatch,
+            PcaError::InvalidParam { name, reason } => Self::invalid(name, reason),
+            PcaError::NotPositiveDefinite { .. } | PcaError::Incompatible { .. } => {
+                Self::Internal(message)
+            }
+            PcaError::NotEnoughSamples { .. } => Self::Internal(message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            Self::Internal(detail) => {
+                tracing::error!(detail = %detail, "internal error");
+                self.to_string()
+            }
+            _ => self.to_string(),
+        };
+        (
+            status,
+            Json(json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_a_listed_code() {
+        let all = [
+            ApiError::ModelNotFound("m".into()),
+            ApiError::ModelExists("m".into()),
+            ApiError::NotFitted("m".into()),
+            ApiError::invalid("k", "x"),
+            ApiError::DimensionMismatch("x".into()),
+            ApiError::RaggedRows("x".into()),
+            ApiError::NonFinite("x".into()),
+            ApiError::EmptyBatch,
+            ApiError::MalformedBody("x".into()),
+            ApiError::UnsupportedMediaType("x".into()),
+            ApiError::BodyTooLarge(1),
+            ApiError::RouteNotFound("/x".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::Unavailable,
+            ApiError::Internal("x".into()),
+        ];
+        for e in all {
+            assert!(
+                ERROR_CODES.contains(&e.code()),
+                "{} is not listed",
+                e.code()
+            );
+        }
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_detail() {
+        assert_eq!(
+            ApiError::Internal("secret path".into()).to_string(),
+            "internal error"
+        );
+    }
+}

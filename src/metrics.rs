@@ -1,0 +1,323 @@
+//! Every Prometheus metric of the service: names, help texts, labels and buckets live
+//! here and nowhere else, with the middleware that counts requests and the text
+//! rendering for `GET /metrics`.
+//!
+//! Each [`Metrics`] owns its own [`prometheus::Registry`] (not the global default), so
+//! several services can run in one process (the integration tests do).
+//!
+//! Label cardinality is bounded: `route` comes from the route template (`MatchedPath`,
+//! `"unmatched"` otherwise), `model` only from models that exist (their series are removed
+//! when the model is deleted), `code` from the fixed set of error codes, `component` from
+//! `0..components`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::pca::Components;
+
+/// Latency buckets for HTTP requests, in seconds (100 µs … 10 s).
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets for one optimiser step, in seconds (10 µs … 10 s).
+const STEP_BUCKETS: &[f64] = &[
+    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+];
+
+/// The service's metrics and the registry that exposes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    samples_ingested: IntCounterVec,
+    batches_ingested: IntCounterVec,
+    batches_rejected: IntCounterVec,
+    training_steps: IntCounterVec,
+    step_duration: HistogramVec,
+    model_samples: GaugeVec,
+    model_loss: GaugeVec,
+    model_max_error_bound: GaugeVec,
+    model_converged: GaugeVec,
+    model_eigenvalue: GaugeVec,
+    models: IntGauge,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge definition");
+    r.register(Box::new(g.clone()))
+        .expect("metric names are unique");
+    g
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid histogram definition");
+    r.register(Box::new(h.clone()))
+        .expect("metric names are unique");
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    ///
+    /// # Panics
+    /// Only if the definitions below are inconsistent (a programming error caught by
+    /// any test that starts the service).
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let models = IntGauge::new("streampca_models", "Number of models.").expect("valid gauge");
+        r.register(Box::new(models.clone()))
+            .expect("metric names are unique");
+        Self {
+            http_requests: counter(
+                &r,
+                "streampca_http_requests_total",
+                "HTTP requests by route template, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_duration: histogram(
+                &r,
+                "streampca_http_request_duration_seconds",
+                "HTTP request latency by route template and method, in seconds.",
+                &["route", "method"],
+                REQUEST_BUCKETS,
+            ),
+            samples_ingested: counter(
+                &r,
+                "streampca_samples_ingested_total",
+                "Rows accepted into a model's accumulator.",
+                &["model"],
+            ),
+            batches_ingested: counter(
+                &r,
+                "streampca_batches_ingested_total",
+                "Batches accepted into a model's accumulator.",
+                &["model"],
+            ),
+            batches_rejected: counter(
+                &r,
+                "streampca_batches_rejected_total",
+                "Batches rejected for an existing model, by error code.",
+                &["model", "code"],
+            ),
+            training_steps: counter(
+                &r,
+                "streampca_training_steps_total",
+                "Optimiser steps taken by a model's background trainer.",
+                &["model"],
+            ),
+            step_duration: histogram(
+                &r,
+                "streampca_training_step_duration_seconds",
+                "Duration of one optimiser step, in seconds: each fit's wall time divided \
+                 by its steps, observed once per step.",
+                &["model"],
+                STEP_BUCKETS,
+            ),
+            model_samples: gauge(
+                &r,
+                "streampca_model_samples",
+                "Samples in a model's accumulator (weighted count under forgetting).",
+                &["model"],
+            ),
+            model_loss: gauge(
+                &r,
+                "streampca_model_loss",
+                "Ordered loss per sample at the last published fit.",
+                &["model"],
+            ),
+            model_max_error_bound: gauge(
+                &r,
+                "streampca_model_max_error_bound",
+                "Largest component error bound at the last published fit, in radians.",
+                &["model"],
+            ),
+            model_converged: gauge(
+                &r,
+                "streampca_model_converged",
+                "1 when the last published fit converged, else 0.",
+                &["model"],
+            ),
+            model_eigenvalue: gauge(
+                &r,
+                "streampca_model_eigenvalue",
+                "Eigenvalue estimate of each component (0-based index) at the last published fit.",
+                &["model", "component"],
+            ),
+            models,
+            registry: r,
+        }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Sets the number of models.
+    pub fn set_models(&self, n: usize) {
+        self.models.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Records a model's creation: its per-model gauges start at zero.
+    pub fn model_created(&self, model: &str) {
+        self.model_samples.with_label_values(&[model]).set(0.0);
+        self.model_converged.with_label_values(&[model]).set(0.0);
+    }
+
+    /// Records an accepted batch of `rows` rows; `samples` is the model's new count.
+    pub fn batch_accepted(&self, model: &str, rows: usize, samples: f64) {
+        self.samples_ingested
+            .with_label_values(&[model])
+            .inc_by(rows as u64);
+        self.batches_ingested.with_label_values(&[model]).inc();
+        self.model_samples.with_label_values(&[model]).set(samples);
+    }
+
+    /// Records a rejected batch for an existing model.
+    pub fn batch_rejected(&self, model: &str, code: &str) {
+        self.batches_rejected
+            .with_label_values(&[model, code])
+            .inc();
+    }
+
+    /// Records one published fit of `elapsed` wall time; `components` is how many the
+    /// model was configured with (eigenvalue series past the reported ones are removed).
+    pub fn fit_published(
+        &self,
+        model: &str,
+        fit: &Components,
+        elapsed: Duration,
+        components: usize,
+    ) {
+        let steps = fit.steps as u64;
+        self.training_steps
+            .with_label_values(&[model])
+            .inc_by(steps);
+        if steps > 0 {
+            let per_step = elapsed.as_secs_f64() / steps as f64;
+            let h = self.step_duration.with_label_values(&[model]);
+            for _ in 0..steps {
+                h.observe(per_step);
+            }
+        }
+        self.model_loss.with_label_values(&[model]).set(fit.loss);
+        self.model_max_error_bound
+            .with_label_values(&[model])
+            .set(fit.max_error_bound());
+        self.model_converged
+            .with_label_values(&[model])
+            .set(if fit.converged { 1.0 } else { 0.0 });
+        for i in 0..components {
+            let idx = i.to_string();
+            match fit.eigenvalues.get(i) {
+                Some(v) => self
+                    .model_eigenvalue
+                    .with_label_values(&[model, idx.as_str()])
+                    .set(*v),
+                None => {
+                    let _ = self
+                        .model_eigenvalue
+                        .remove_label_values(&[model, idx.as_str()]);
+                }
+            }
+        }
+    }
+
+    /// Removes every series labelled with `model` (called when it is deleted).
+    /// `components` bounds the eigenvalue series; `codes` lists the rejection codes.
+    pub fn model_removed(&self, model: &str, components: usize, codes: &[&str]) {
+        for v in [
+            &self.samples_ingested,
+            &self.batches_ingested,
+            &self.training_steps,
+        ] {
+            let _ = v.remove_label_values(&[model]);
+        }
+        for v in [
+            &self.model_samples,
+            &self.model_loss,
+            &self.model_max_error_bound,
+            &self.model_converged,
+        ] {
+            let _ = v.remove_label_values(&[model]);
+        }
+        let _ = self.step_duration.remove_label_values(&[model]);
+        for code in codes {
+            let _ = self.batches_rejected.remove_label_values(&[model, code]);
+        }
+        for i in 0..components {
+            let _ = self
+                .model_eigenvalue
+                .remove_label_values(&[model, i.to_string().as_str()]);
+        }
+    }
+
+    fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route, method])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Middleware: counts every request and its latency by route template, method and
+/// status. Unmatched paths share the route label `"unmatched"`.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // Methods outside the standard set would be user input: fold them into one label.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let response = next.run(req).await;
+    metrics.observe_request(&route, method, response.status().as_u16(), start.elapsed());
+    response
+}

@@ -1,0 +1,678 @@
+//! Live models: each model's configuration, accumulator, sequence counter, published
+//! fit and background trainer thread, and the registry that names them.
+//!
+//! Concurrency (why each lock exists, and what it never covers):
+//! - [`Model::ingest`] parses nothing: it takes an already validated [`Batch`], locks
+//!   the model's accumulator mutex only for `Accumulator::update` plus the sequence bump,
+//!   so concurrent producers are serialised into one order and every acknowledged batch
+//!   is applied exactly once. A durability hook belongs inside that critical section
+//!   (append the batch with its sequence number before acknowledging).
+//! - The trainer thread clones the accumulator under the same mutex (O(n²), cheap next to
+//!   a fit), releases it, fits, and publishes an `Arc<Published>` by swapping a pointer.
+//!   Queries clone that pointer (and copy the small [`Counters`]); they never wait for a
+//!   fit or an update.
+//! - The registry's map lock is held only to look up, insert or remove a name.
+//!
+//! No HTTP types here except [`ApiError`] as the error vocabulary; no I/O.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::http::error::{ApiError, ERROR_CODES};
+use crate::metrics::Metrics;
+use crate::pca::{
+    Accumulator, AccumulatorParts, Components, FitParams, OptimizerKind, PcaError, Trainer,
+    TrainerState, ValidParams,
+};
+
+/// Largest input or target dimension a model may have. The accumulator holds an n×n
+/// float64 scatter and the trainer clones it per fit: 16 384 is 2 GiB each, while
+/// 65 536 would be 32 GiB and abort the process on allocation.
+pub const MAX_DIM: usize = 16_384;
+/// Largest number of components a model may have.
+pub const MAX_COMPONENTS: usize = 1024;
+/// Default convergence tolerance, in radians.
+pub const DEFAULT_TOLERANCE: f64 = 1e-6;
+
+/// Locks a mutex, recovering the data if a previous holder panicked (the data under our
+/// locks is only replaced by whole values, so it is never left half-written).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    l.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn write<T>(l: &RwLock<T>, value: T) {
+    *l.write().unwrap_or_else(PoisonError::into_inner) = value;
+}
+
+/// Whether `name` is a valid model name: `[a-z0-9][a-z0-9_-]{0,63}`.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+/// A model's immutable configuration: what it was created with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Name, `[a-z0-9][a-z0-9_-]{0,63}`.
+    pub name: String,
+    /// Input dimension n.
+    pub dim: usize,
+    /// Number of ordered components p.
+    pub components: usize,
+    /// Target dimension n_y for regression models; `None` for autoencoders.
+    pub target_dim: Option<usize>,
+    /// Forgetting half-life in samples; `None` keeps every sample.
+    pub half_life: Option<f64>,
+    /// Which optimiser.
+    pub optimizer: OptimizerKind,
+    /// Convergence tolerance on every error bound, in radians.
+    pub tolerance: f64,
+}
+
+impl ModelConfig {
+    /// Checks the configuration and derives the trainer's parameters.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidParameter`] naming the first field out of range.
+    pub fn validate(&self) -> Result<ValidParams, ApiError> {
+        if !valid_name(&self.name) {
+            return Err(ApiError::invalid(
+                "name",
+                format!("`{}` does not match [a-z0-9][a-z0-9_-]{{0,63}}", self.name),
+            ));
+        }
+        if self.dim == 0 || self.dim > MAX_DIM {
+            return Err(ApiError::invalid(
+                "dim",
+                format!("must be between 1 and {MAX_DIM}, got {}", self.dim),
+            ));
+        }
+        if let Some(t) = self.target_dim {
+            if t == 0 || t > MAX_DIM {
+                return Err(ApiError::invalid(
+                    "target_dim",
+                    format!("must be between 1 and {MAX_DIM}, got {t}"),
+                ));
+            }
+        }
+        let m = self.target_dim.unwrap_or(self.dim);
+        if self.components == 0 || self.components > MAX_COMPONENTS.min(m) {
+            return Err(ApiError::invalid(
+                "components",
+                format!(
+                    "must be between 1 and {} (the {} dimension, capped at {MAX_COMPONENTS}), got {}",
+                    MAX_COMPONENTS.min(m),
+                    if self.target_dim.is_some() { "target" } else { "input" },
+                    self.components
+                ),
+            ));
+        }
+        if let Some(h) = self.half_life {
+            if !(h.is_finite() && h > 0.0) {
+                return Err(ApiError::invalid(
+                    "half_life",
+                    format!("must be a positive number of samples, got {h}"),
+                ));
+            }
+        }
+        let mut params = FitParams::new(self.components, self.optimizer);
+        params.tolerance = self.tolerance;
+        Ok(params.check(m)?)
+    }
+
+    /// Values per binary row: `dim + target_dim`.
+    pub fn row_width(&self) -> usize {
+        self.dim + self.target_dim.unwrap_or(0)
+    }
+}
+
+/// A validated mini-batch: `rows` rows, `x` row-major rows×dim, `y` row-major
+/// rows×target_dim for regression models. Built by the HTTP layer's body parsers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Number of rows (≥ 1).
+    pub rows: usize,
+    /// Inputs, row-major.
+    pub x: Vec<f64>,
+    /// Targets, row-major (regression models only).
+    pub y: Option<Vec<f64>>,
+}
+
+/// What an acknowledged batch returns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IngestReceipt {
+    /// Rows accepted.
+    pub accepted: usize,
+    /// The model's sample count after the batch (weighted under forgetting).
+    pub samples: f64,
+    /// The batch's sequence number: 1 for the first batch, then +1 per batch.
+    pub sequence: u64,
+}
+
+/// Counters that change with every batch, copied out for status queries.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Counters {
+    /// Sample count (weighted under forgetting).
+    pub samples: f64,
+    /// Batches applied.
+    pub batches: u64,
+    /// Sequence number of the last applied batch (0 before any).
+    pub sequence: u64,
+}
+
+/// The latest fit, published for queries.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// The components, `None` before the first fit.
+    pub components: Option<Arc<Components>>,
+    /// The batch sequence number the fit saw.
+    pub sequence: u64,
+    /// Optimiser steps over the model's life.
+    pub total_steps: u64,
+    /// The trainer's warm-start state after the fit (for snapshots).
+    pub trainer: TrainerState,
+}
+
+/// The accumulator and its sequence counter, changed together under one mutex.
+#[derive(Debug)]
+struct IngestState {
+    acc: Accumulator,
+    counters: Counters,
+}
+
+/// Wake-up flags for the trainer thread.
+#[derive(Debug, Default)]
+struct Wake {
+    /// New batches arrived since the trainer last cloned the accumulator.
+    pending: bool,
+    /// The model was deleted or the service is stopping.
+    stop: bool,
+}
+
+/// Everything needed to rebuild a model elsewhere (for the durability layer).
+#[derive(Debug, Clone)]
+pub struct ModelSnapshot {
+    /// The configuration.
+    pub config: ModelConfig,
+    /// The accumulator's contents.
+    pub accumulator: AccumulatorParts,
+    /// Counters consistent with `accumulator`.
+    pub counters: Counters,
+    /// The trainer's warm-start state (from the last published fit).
+    pub trainer: TrainerState,
+}
+
+/// One live model.
+#[derive(Debug)]
+pub struct Model {
+    config: ModelConfig,
+    params: ValidParams,
+    /// Accumulator + counters: the only state a batch changes. Held for one update.
+    ingest: Mutex<IngestState>,
+    /// Copy of the counters for readers; written under `ingest`, read without it.
+    counters: RwLock<Counters>,
+    /// Latest fit; the lock is held only to clone or swap the pointer.
+    published: RwLock<Arc<Published>>,
+    wake: Mutex<Wake>,
+    wake_cv: Condvar,
+    /// False once deleted: guards metric updates so a deleted model's late trainer or
+    /// ingest cannot recreate its series.
+    alive: Mutex<bool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Model {
+    fn new(
+        config: ModelConfig,
+        params: ValidParams,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ApiError> {
+        let acc = Accumulator::new(config.dim, config.target_dim, config.half_life)?;
+        Ok(Self::from_parts(
+            config,
+            params,
+            acc,
+            Counters::default(),
+            Published::default(),
+            metrics,
+        ))
+    }
+
+    fn from_parts(
+        config: ModelConfig,
+        params: ValidParams,
+        acc: Accumulator,
+        counters: Counters,
+        published: Published,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            config,
+            params,
+            ingest: Mutex::new(IngestState { acc, counters }),
+            counters: RwLock::new(counters),
+            published: RwLock::new(Arc::new(published)),
+            wake: Mutex::new(Wake::default()),
+            wake_cv: Condvar::new(),
+            alive: Mutex::new(true),
+            metrics,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Current counters (never waits for an update or a fit).
+    pub fn counters(&self) -> Counters {
+        read(&self.counters)
+    }
+
+    /// The latest published fit (never waits for an update or a fit).
+    pub fn published(&self) -> Arc<Published> {
+        read(&self.published)
+    }
+
+    /// Applies one validated batch, whole or not at all, assigns it the next sequence
+    /// number and wakes the trainer. Concurrent calls are serialised: the accumulator
+    /// always equals a serial accumulation of every acknowledged batch in sequence order.
+    ///
+    /// # Errors
+    /// [`ApiError::DimensionMismatch`], [`ApiError::NonFinite`], [`ApiError::EmptyBatch`]
+    /// or [`ApiError::InvalidParameter`] from the accumulator (then nothing changed).
+    pub fn ingest(&self, batch: &Batch) -> Result<IngestReceipt, ApiError> {
+        let receipt = {
+            let mut st = lock(&self.ingest);
+            st.acc.update(&batch.x, batch.y.as_deref())?;
+            // Durability hook: append (sequence, batch) to the log here, before the
+            // counters move and before the caller acknowledges.
+            st.counters.sequence += 1;
+            st.counters.batches += 1;
+            st.counters.samples = st.acc.count();
+            write(&self.counters, st.counters);
+            // Metrics inside the critical section so the samples gauge moves in sequence
+            // order (lock order: ingest, then alive; nothing takes them the other way).
+            if *lock(&self.alive) {
+                self.metrics
+                    .batch_accepted(&self.config.name, batch.rows, st.counters.samples);
+            }
+            IngestReceipt {
+                accepted: batch.rows,
+                samples: st.counters.samples,
+                sequence: st.counters.sequence,
+            }
+        };
+        lock(&self.wake).pending = true;
+        self.wake_cv.notify_one();
+        Ok(receipt)
+    }
+
+    /// Records a rejected batch in the metrics (only while the model exists).
+    pub fn record_rejection(&self, code: &str) {
+        if *lock(&self.alive) {
+            self.metrics.batch_rejected(&self.config.name, code);
+        }
+    }
+
+    /// A consistent copy of the model's durable state.
+    pub fn snapshot(&self) -> ModelSnapshot {
+        let (accumulator, counters) = {
+            let st = lock(&self.ingest);
+            (st.acc.to_parts(), st.counters)
+        };
+        ModelSnapshot {
+            config: self.config.clone(),
+            accumulator,
+            counters,
+            trainer: self.published().trainer.clone(),
+        }
+    }
+
+    fn stop(&self) {
+        lock(&self.wake).stop = true;
+        self.wake_cv.notify_all();
+    }
+
+    /// Marks the model deleted and removes its metric series.
+    fn retire(&self) {
+        let mut alive = lock(&self.alive);
+        *alive = false;
+        self.metrics
+            .model_removed(&self.config.name, self.config.components, ERROR_CODES);
+    }
+
+    /// Blocks until there is new data (true) or the model is stopping (false).
+    fn wait_for_work(&self) -> bool {
+        let mut w = lock(&self.wake);
+        while !w.pending && !w.stop {
+            w = self.wake_cv.wait(w).unwrap_or_else(PoisonError::into_inner);
+        }
+        w.pending = false;
+        !w.stop
+    }
+
+    fn stopping(&self) -> bool {
+        lock(&self.wake).stop
+    }
+
+    /// The trainer thread's loop: fit the latest accumulator, publish, repeat while new
+    /// batches arrived meanwhile (coalescing); sleep when there is nothing new. A fit
+    /// that ends unconverged with no new data waits for new data.
+    fn train(self: Arc<Self>, mut trainer: Trainer) {
+        while self.wait_for_work() {
+            let (acc, sequence) = {
+                let st = lock(&self.ingest);
+                if st.acc.count() < self.params.min_samples() as f64 {
+                    continue;
+                }
+                (st.acc.clone(), st.counters.sequence)
+            };
+            let start = Instant::now();
+            let fit = acc.target().and_then(|t| trainer.fit(&t, None));
+            let elapsed = start.elapsed();
+            match fit {
+                Ok(c) => self.publish(c, sequence, &trainer, elapsed),
+                Err(PcaError::NotEnoughSamples { .. }) => {}
+                Err(e) => tracing::warn!(model = %self.config.name, error = %e, "fit failed"),
+            }
+            if self.stopping() {
+                break;
+            }
+        }
+        tracing::debug!(model = %self.config.name, "trainer stopped");
+    }
+
+    fn publish(
+        &self,
+        c: Components,
+        sequence: u64,
+        trainer: &Trainer,
+        elapsed: std::time::Duration,
+    ) {
+        {
+            let alive = lock(&self.alive);
+            if *alive {
+                self.metrics
+                    .fit_published(&self.config.name, &c, elapsed, self.config.components);
+            }
+        }
+        tracing::debug!(
+            model = %self.config.name, sequence, steps = c.steps, converged = c.converged,
+            max_error_bound = c.max_error_bound(), "fit published"
+        );
+        let published = Published {
+            components: Some(Arc::new(c)),
+            sequence,
+            total_steps: trainer.total_steps(),
+            trainer: trainer.state().clone(),
+        };
+        write(&self.published, Arc::new(published));
+    }
+}
+
+/// A model with its trainer thread.
+#[derive(Debug)]
+struct Entry {
+    model: Arc<Model>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Outcome of [`Registry::create`].
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new model.
+    New(Arc<Model>),
+    /// A model with the same name and configuration already existed.
+    Existing(Arc<Model>),
+}
+
+/// All live models by name.
+#[derive(Debug)]
+pub struct Registry {
+    models: RwLock<HashMap<String, Entry>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    /// An empty registry reporting to `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            models: RwLock::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Creates a model and starts its trainer; idempotent for an identical configuration.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidParameter`] for an invalid configuration;
+    /// [`ApiError::ModelExists`] when the name is taken by another configuration;
+    /// [`ApiError::Internal`] if the trainer thread cannot be spawned.
+    pub fn create(&self, config: ModelConfig) -> Result<Created, ApiError> {
+        let params = config.validate()?;
+        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = models.get(&config.name) {
+            return if e.model.config == config {
+                Ok(Created::Existing(e.model.clone()))
+            } else {
+                Err(ApiError::ModelExists(config.name))
+            };
+        }
+        let model = Arc::new(Model::new(config, params.clone(), self.metrics.clone())?);
+        let entry = spawn_trainer(model.clone(), Trainer::new(params))?;
+        self.metrics.model_created(&model.config.name);
+        models.insert(model.config.name.clone(), entry);
+        self.metrics.set_models(models.len());
+        Ok(Created::New(model))
+    }
+
+    /// Restores a model from a snapshot (for the durability layer) and starts its
+    /// trainer, which fits the restored accumulator at once.
+    ///
+    /// # Errors
+    /// As [`Registry::create`], plus [`ApiError::Internal`] for inconsistent parts.
+    pub fn restore(&self, snap: ModelSnapshot) -> Result<Arc<Model>, ApiError> {
+        let params = snap.config.validate()?;
+        let acc = Accumulator::from_parts(snap.accumulator)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let trainer = Trainer::with_state(params.clone(), snap.trainer.clone());
+        let published = Published {
+            total_steps: trainer.total_steps(),
+            trainer: snap.trainer,
+            ..Published::default()
+        };
+        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+        if models.contains_key(&snap.config.name) {
+            return Err(ApiError::ModelExists(snap.config.name));
+        }
+        let model = Arc::new(Model::from_parts(
+            snap.config,
+            params,
+            acc,
+            snap.counters,
+            published,
+            self.metrics.clone(),
+        ));
+        lock(&model.wake).pending = true;
+        let entry = spawn_trainer(model.clone(), trainer)?;
+        self.metrics.model_created(&model.config.name);
+        models.insert(model.config.name.clone(), entry);
+        self.metrics.set_models(models.len());
+        Ok(model)
+    }
+
+    /// The model called `name`.
+    ///
+    /// # Errors
+    /// [`ApiError::ModelNotFound`].
+    pub fn get(&self, name: &str) -> Result<Arc<Model>, ApiError> {
+        let models = self.models.read().unwrap_or_else(PoisonError::into_inner);
+        models
+            .get(name)
+            .map(|e| e.model.clone())
+            .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))
+    }
+
+    /// Every model, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Model>> {
+        let models = self.models.read().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<_> = models.values().map(|e| e.model.clone()).collect();
+        all.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        all
+    }
+
+    /// Deletes a model: stops its trainer (without waiting for a running fit) and
+    /// removes its metric series.
+    ///
+    /// # Errors
+    /// [`ApiError::ModelNotFound`].
+    pub fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let entry = {
+            let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+            let e = models
+                .remove(name)
+                .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))?;
+            self.metrics.set_models(models.len());
+            e
+        };
+        entry.model.stop();
+        entry.model.retire();
+        // The thread finishes its current fit (if any) on its own; it holds only its Arc.
+        drop(entry.thread);
+        Ok(())
+    }
+
+    /// Stops every trainer and waits for them to finish their current fit. Blocking:
+    /// call from a blocking context.
+    pub fn shutdown(&self) {
+        let threads: Vec<_> = {
+            let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+            models
+                .values_mut()
+                .map(|e| {
+                    e.model.stop();
+                    e.thread.take()
+                })
+                .collect()
+        };
+        for t in threads.into_iter().flatten() {
+            if t.join().is_err() {
+                tracing::error!("a trainer thread panicked");
+            }
+        }
+    }
+}
+
+fn spawn_trainer(model: Arc<Model>, trainer: Trainer) -> Result<Entry, ApiError> {
+    let m = model.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("train-{}", model.config.name))
+        .spawn(move || m.train(trainer))
+        .map_err(|e| ApiError::Internal(format!("cannot spawn trainer thread: {e}")))?;
+    Ok(Entry {
+        model,
+        thread: Some(thread),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str) -> ModelConfig {
+        ModelConfig {
+            name: name.into(),
+            dim: 4,
+            components: 2,
+            target_dim: None,
+            half_life: None,
+            optimizer: OptimizerKind::Subspace,
+            tolerance: DEFAULT_TOLERANCE,
+        }
+    }
+
+    #[test]
+    fn state_types_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Registry>();
+        check::<Model>();
+        check::<Published>();
+    }
+
+    #[test]
+    fn names_follow_the_documented_pattern() {
+        assert!(valid_name("a"));
+        assert!(valid_name("mnist_784-v2"));
+        assert!(valid_name(&"a".repeat(64)));
+        assert!(!valid_name(&"a".repeat(65)));
+        assert!(!valid_name("_a"));
+        assert!(!valid_name("A"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+    }
+
+    #[test]
+    fn creating_twice_is_idempotent_but_a_different_config_conflicts() {
+        let r = Registry::new(Arc::new(Metrics::new()));
+        assert!(matches!(r.create(config("m")), Ok(Created::New(_))));
+        assert!(matches!(r.create(config("m")), Ok(Created::Existing(_))));
+        let other = ModelConfig {
+            dim: 5,
+            ..config("m")
+        };
+        assert!(matches!(r.create(other), Err(ApiError::ModelExists(_))));
+        r.shutdown();
+    }
+
+    #[test]
+    fn a_failed_batch_changes_nothing() {
+        let r = Registry::new(Arc::new(Metrics::new()));
+        let Ok(Created::New(m)) = r.create(config("m")) else {
+            panic!("model not created")
+        };
+        let bad = Batch {
+            rows: 1,
+            x: vec![1.0, 2.0, 3.0, f64::NAN],
+            y: None,
+        };
+        assert!(m.ingest(&bad).is_err());
+        assert_eq!(m.counters(), Counters::default());
+        r.shutdown();
+    }
+
+    #[test]
+    fn the_trainer_publishes_after_enough_samples() {
+        let r = Registry::new(Arc::new(Metrics::new()));
+        let Ok(Created::New(m)) = r.create(config("m")) else {
+            panic!("model not created")
+        };
+        let x: Vec<f64> = (0..400).map(|i| ((i * 7919) % 101) as f64 / 10.0).collect();
+        let receipt = m
+            .ingest(&Batch {
+                rows: 100,
+                x,
+                y: None,
+            })
+            .expect("valid batch");
+        assert_eq!(receipt.sequence, 1);
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while m.published().components.is_none() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let p = m.published();
+        assert_eq!(p.sequence, 1);
+        assert!(p.components.is_some());
+        r.shutdown();
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: each starts the real service on 127.0.0.1:0 and talks HTTP to it.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod concurrency;
+mod errors;
+mod helpers;
+mod ingest;
+mod metrics;
+mod models;
+mod openapi;
+mod project;
