@@ -2,5 +2,8 @@
 //! them over HTTP.
 //!
 //! - [`pca`]: the numerical core (accumulators, ordered loss, optimisers, projections).
+//! - [`persistence`]: the write-ahead log, snapshots and data directory (blocking file
+//!   I/O; no HTTP).
 
 pub mod pca;
+pub mod persistence;
