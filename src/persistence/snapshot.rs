@@ -20,6 +20,11 @@
 //! mat = u64 rows · u64 cols · f64s column-major · opt_x = u8 flag (0/1) + x if 1
 //! ```
 //!
+//! The envelope is fixed for every version: magic, version, and a trailing CRC-32 of
+//! all preceding bytes. So the checksum is checked first, and only an intact file of
+//! another version is reported as [`FormatError::UnsupportedVersion`]; a damaged one
+//! (whose version field may be garbage) is corrupt and can be fallen back from.
+//!
 //! All integers little-endian; every f64 is its raw IEEE-754 bits, so restore is
 //! bit-exact. A 784-dim model's scatter is 4.9 MB: writing streams through a
 //! `BufWriter` and a checksumming writer, with no intermediate buffer of the whole file.
@@ -167,9 +172,8 @@ pub fn encode(s: &Snapshot) -> Result<Vec<u8>> {
 /// before returning it, so an import replaces nothing unless the whole file is good.
 ///
 /// # Errors
-/// [`FormatError::UnsupportedVersion`] for another format version (checked before the
-/// checksum, since another version may checksum differently);
 /// [`FormatError::Corrupt`] for bad magic, checksum or structure;
+/// [`FormatError::UnsupportedVersion`] for an intact file of another format version;
 /// [`FormatError::Inconsistent`] when [`Snapshot::validate`] fails.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, FormatError> {
     let corrupt = FormatError::Corrupt;
@@ -182,14 +186,6 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, FormatError> {
     if &bytes[..MAGIC.len()] != MAGIC {
         return Err(corrupt("not a streampca snapshot (bad magic)".into()));
     }
-    let mut r = Reader::new(&bytes[MAGIC.len()..]);
-    let version = r.u32("version").map_err(corrupt)?;
-    if version != SNAPSHOT_VERSION {
-        return Err(FormatError::UnsupportedVersion {
-            version,
-            supported: SNAPSHOT_VERSION,
-        });
-    }
     let (body, tail) = bytes.split_at(bytes.len() - 4);
     let mut stored = [0u8; 4];
     stored.copy_from_slice(tail);
@@ -201,7 +197,14 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, FormatError> {
              (truncated or damaged)"
         )));
     }
-    let mut r = Reader::new(&body[MAGIC.len() + 4..]);
+    let mut r = Reader::new(&body[MAGIC.len()..]);
+    let version = r.u32("version").map_err(corrupt)?;
+    if version != SNAPSHOT_VERSION {
+        return Err(FormatError::UnsupportedVersion {
+            version,
+            supported: SNAPSHOT_VERSION,
+        });
+    }
     let snapshot = read_payload(&mut r).map_err(corrupt)?;
     if r.remaining() != 0 {
         return Err(corrupt(format!(
@@ -367,4 +370,323 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
         fsutil::sync_dir(dir)?;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use nalgebra::DMatrix;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    use std::fs::OpenOptions;
+
+    fn config(dim: usize, target_dim: Option<usize>, half_life: Option<f64>) -> ModelConfig {
+        ModelConfig {
+            name: "m-1".into(),
+            dim,
+            components: 2.min(target_dim.unwrap_or(dim)),
+            target_dim,
+            half_life,
+            optimizer: "subspace".into(),
+            tolerance: 1e-6,
+        }
+    }
+
+    /// A snapshot of a real accumulator fed `batches` random batches, with a trainer
+    /// state holding some matrices and not others.
+    fn sample(
+        dim: usize,
+        target_dim: Option<usize>,
+        half_life: Option<f64>,
+        sequence: u64,
+    ) -> Snapshot {
+        let mut rng = StdRng::seed_from_u64(sequence ^ dim as u64);
+        let mut acc = Accumulator::new(dim, target_dim, half_life).unwrap();
+        for _ in 0..3 {
+            let rows = 5;
+            let x: Vec<f64> = (0..rows * dim)
+                .map(|_| rng.gen_range(-3.0..3.0) + 10.0)
+                .collect();
+            let y: Option<Vec<f64>> =
+                target_dim.map(|m| (0..rows * m).map(|_| rng.gen::<f64>()).collect());
+            acc.update(&x, y.as_deref()).unwrap();
+        }
+        let mut random = |r, c| DMatrix::from_fn(r, c, |_, _| rng.gen::<f64>() - 0.5);
+        let trainer = TrainerState {
+            q: Some(random(dim, 2)),
+            a: None,
+            b: Some(random(2, dim)),
+            previous: Some(random(dim, 1)),
+            total_steps: 42,
+        };
+        Snapshot {
+            config: config(dim, target_dim, half_life),
+            sequence,
+            batches: 3,
+            accumulator: acc.to_parts(),
+            trainer,
+        }
+    }
+
+    fn f64_bits<'a>(it: impl Iterator<Item = &'a f64>) -> Vec<u64> {
+        it.map(|v| v.to_bits()).collect()
+    }
+
+    /// Every f64 in the snapshot, as bits, in a fixed order.
+    fn all_bits(s: &Snapshot) -> Vec<u64> {
+        let a = &s.accumulator;
+        let t = &s.trainer;
+        let mut v = vec![
+            a.count.to_bits(),
+            a.tr_syy.to_bits(),
+            s.config.tolerance.to_bits(),
+        ];
+        v.extend(f64_bits(a.mean_x.iter()));
+        v.extend(f64_bits(a.sxx.iter()));
+        v.extend(f64_bits(a.mean_y.iter().flatten()));
+        v.extend(f64_bits(a.syx.iter().flatten()));
+        for m in [&t.q, &t.a, &t.b, &t.previous] {
+            v.push(
+                m.as_ref()
+                    .map_or(u64::MAX, |m| (m.nrows() * 1000 + m.ncols()) as u64),
+            );
+            v.extend(f64_bits(m.iter().flatten()));
+        }
+        v
+    }
+
+    /// Sets the version field and re-seals the checksum, as a future build would write.
+    fn with_version(mut bytes: Vec<u8>, version: u32) -> Vec<u8> {
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        let n = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..n]);
+        bytes[n..].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn encode_then_decode_is_bit_exact() {
+        for (target_dim, half_life) in [(None, None), (Some(3), Some(250.5)), (None, Some(1e-3))] {
+            let mut s = sample(6, target_dim, half_life, 17);
+            s.accumulator.sxx[(0, 5)] = -0.0; // upper triangle is not authoritative, but kept
+            s.accumulator.sxx[(1, 5)] = f64::MIN_POSITIVE / 7.0;
+
+            let back = decode(&encode(&s).unwrap()).unwrap();
+
+            assert_eq!(back, s);
+            assert_eq!(all_bits(&back), all_bits(&s));
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_and_every_truncation_is_detected() {
+        let bytes = encode(&sample(3, None, None, 5)).unwrap();
+
+        for pos in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[pos] ^= 0x10;
+            assert!(
+                decode(&damaged).is_err(),
+                "flip at byte {pos} of {} went unnoticed",
+                bytes.len()
+            );
+        }
+        for len in 0..bytes.len() {
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "truncation to {len} bytes went unnoticed"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_err(), "trailing garbage went unnoticed");
+    }
+
+    #[test]
+    fn an_unknown_version_is_a_clear_error() {
+        let bytes = with_version(encode(&sample(3, None, None, 5)).unwrap(), 2);
+
+        let err = decode(&bytes).unwrap_err();
+
+        assert_eq!(
+            err,
+            FormatError::UnsupportedVersion {
+                version: 2,
+                supported: 1
+            }
+        );
+        assert!(err.to_string().contains("format version 2"), "{err}");
+    }
+
+    #[test]
+    fn an_inconsistent_snapshot_is_rejected_even_with_a_good_checksum() {
+        let mut wrong_dim = sample(4, None, None, 5);
+        wrong_dim.config.dim = 5;
+        let mut wrong_half_life = sample(4, None, Some(100.0), 5);
+        wrong_half_life.config.half_life = Some(100.5);
+        let mut bad_shape = sample(4, None, None, 5);
+        bad_shape.accumulator.sxx = DMatrix::zeros(4, 3);
+        let mut not_finite = sample(4, None, None, 5);
+        not_finite.accumulator.mean_x[2] = f64::NAN;
+        let mut bad_config = sample(4, None, None, 5);
+        bad_config.config.optimizer = "adam".into();
+
+        for s in [
+            wrong_dim,
+            wrong_half_life,
+            bad_shape,
+            not_finite,
+            bad_config,
+        ] {
+            let err = decode(&encode(&s).unwrap()).unwrap_err();
+            assert!(matches!(err, FormatError::Inconsistent(_)), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_784_dimensional_snapshot_streams_to_a_file_and_reads_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sample(784, None, None, 9);
+
+        let path = write(dir.path(), &s).unwrap();
+
+        assert_eq!(
+            path.file_name().unwrap(),
+            "snapshot-00000000000000000009.bin"
+        );
+        let size = fs::metadata(&path).unwrap().len();
+        assert!(size > 784 * 784 * 8, "{size} bytes");
+        let back = read(&path).unwrap();
+        assert_eq!(all_bits(&back), all_bits(&s));
+    }
+
+    #[test]
+    fn a_corrupt_newest_snapshot_falls_back_to_the_previous_and_is_left_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &sample(3, None, None, 5)).unwrap();
+        let newest = write(dir.path(), &sample(3, None, None, 9)).unwrap();
+        let mut bytes = fs::read(&newest).unwrap();
+        bytes[40] ^= 0xff;
+        fs::write(&newest, &bytes).unwrap();
+
+        let loaded = load_latest(dir.path()).unwrap().unwrap();
+
+        assert_eq!(loaded.snapshot.sequence, 5);
+        assert_eq!(loaded.skipped.len(), 1);
+        assert_eq!(loaded.skipped[0].0, newest);
+        assert!(
+            loaded.skipped[0].1.contains("checksum"),
+            "{}",
+            loaded.skipped[0].1
+        );
+        assert_eq!(
+            fs::read(&newest).unwrap(),
+            bytes,
+            "corrupt file left as it was"
+        );
+    }
+
+    #[test]
+    fn when_every_snapshot_is_corrupt_the_error_names_each_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(dir.path(), &sample(3, None, None, 5)).unwrap();
+        let b = write(dir.path(), &sample(3, None, None, 9)).unwrap();
+        fs::write(&a, b"SPCASNAP garbage").unwrap();
+        let len = fs::metadata(&b).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&b)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+
+        let err = load_latest(dir.path()).unwrap_err();
+
+        let msg = err.to_string();
+        assert!(matches!(err, Error::NoValidSnapshot { ref problems, .. } if problems.len() == 2));
+        assert!(msg.contains("snapshot-00000000000000000005.bin"), "{msg}");
+        assert!(msg.contains("snapshot-00000000000000000009.bin"), "{msg}");
+    }
+
+    #[test]
+    fn a_snapshot_of_a_newer_format_stops_loading_instead_of_falling_back() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &sample(3, None, None, 5)).unwrap();
+        let newest = write(dir.path(), &sample(3, None, None, 9)).unwrap();
+        fs::write(&newest, with_version(fs::read(&newest).unwrap(), 3)).unwrap();
+
+        let err = load_latest(dir.path()).unwrap_err();
+
+        assert!(
+            matches!(err, Error::UnsupportedVersion { version: 3, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("snapshot-00000000000000000009.bin"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_temp_file_left_by_a_crash_before_rename_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &sample(3, None, None, 5)).unwrap();
+        // Simulate a crash mid-write of snapshot 9: its temporary file, half written.
+        let full = encode(&sample(3, None, None, 9)).unwrap();
+        let tmp = fsutil::temp_sibling(&dir.path().join(file_name(9)));
+        fs::write(&tmp, &full[..full.len() / 2]).unwrap();
+
+        let loaded = load_latest(dir.path()).unwrap().unwrap();
+
+        assert_eq!(loaded.snapshot.sequence, 5);
+        assert!(loaded.skipped.is_empty(), "a temp file is not a snapshot");
+    }
+
+    #[test]
+    fn a_snapshot_whose_contents_disagree_with_its_name_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &sample(3, None, None, 5)).unwrap();
+        let nine = write(dir.path(), &sample(3, None, None, 9)).unwrap();
+        fs::rename(&nine, dir.path().join(file_name(12))).unwrap();
+
+        let loaded = load_latest(dir.path()).unwrap().unwrap();
+
+        assert_eq!(loaded.snapshot.sequence, 5);
+        assert!(
+            loaded.skipped[0].1.contains("sequence 9"),
+            "{:?}",
+            loaded.skipped
+        );
+    }
+
+    #[test]
+    fn prune_keeps_the_two_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        for seq in [3, 10, 7, 12] {
+            write(dir.path(), &sample(2, None, None, seq)).unwrap();
+        }
+
+        let removed = prune(dir.path(), KEEP).unwrap();
+
+        assert_eq!(removed.len(), 2);
+        let left: Vec<u64> = list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(left, vec![10, 12]);
+        assert_eq!(
+            load_latest(dir.path()).unwrap().unwrap().snapshot.sequence,
+            12
+        );
+    }
+
+    #[test]
+    fn an_empty_directory_has_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_latest(dir.path()).unwrap().is_none());
+        assert_eq!(parse_file_name("snapshot-1.bin"), None);
+        assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));
+    }
 }
