@@ -1196,6 +1196,7 @@ mod tests {
 
         let appends = THREADS * PER_THREAD;
         let fsyncs = wal.fsync_count();
+        eprintln!("group commit: {fsyncs} fsyncs for {appends} appends from {THREADS} threads");
         assert!(fsyncs > 0, "SyncMode::Always must fsync");
         assert!(
             fsyncs < appends,
