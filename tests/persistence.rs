@@ -241,9 +241,15 @@ fn a_corrupt_newest_snapshot_falls_back_and_the_log_still_covers_every_batch_sin
     assert_eq!(snap.snapshot.sequence, 8);
     assert_eq!(snap.skipped.len(), 1);
     assert_eq!(snap.skipped[0].0, newest);
-    assert!(
-        newest.exists(),
-        "the corrupt snapshot is left for an operator"
+    assert!(!newest.exists(), "no longer counts as a snapshot");
+    let aside = dir
+        .path()
+        .join("models/m/snapshot-00000000000000000012.bin.corrupt");
+    assert_eq!(m.quarantined, [aside.clone()]);
+    assert_eq!(
+        fs::read(&aside).unwrap(),
+        bytes,
+        "kept byte for byte for an operator"
     );
     let seqs: Vec<u64> = m.replay.iter().map(|r| r.sequence).collect();
     assert_eq!(seqs, (9..=14).collect::<Vec<_>>());

@@ -36,7 +36,7 @@
 //! `snapshot-{sequence:020}.bin` and fsyncs the directory. A crash leaves at worst a
 //! stray temporary file, which [`load_latest`] never reads. [`load_latest`] takes the
 //! newest file that decodes and validates; a corrupt newer one is skipped, reported and
-//! left on disk untouched. [`prune`] keeps the newest two, so there is always a
+//! left on disk untouched (the store then renames it aside with [`quarantine`]). [`prune`] keeps the newest two, so there is always a
 //! fallback; the WAL must then be kept back to the *older* one's sequence (the store
 //! does this).
 
@@ -350,6 +350,33 @@ pub fn load_latest(dir: &Path) -> Result<Option<LoadedSnapshot>> {
         dir: dir.to_owned(),
         problems: skipped,
     })
+}
+
+/// Renames a corrupt snapshot to `<name>.corrupt` (or `<name>.corrupt.<n>` if taken)
+/// and fsyncs the directory; returns the new path. The bytes are kept for an operator,
+/// but the file no longer counts as a snapshot, so it cannot take one of the [`KEEP`]
+/// places in [`prune`] nor decide where the WAL is cut. The store calls this for the
+/// files [`load_latest`] skipped, once it has a readable snapshot to run from.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn quarantine(path: &Path) -> Result<PathBuf> {
+    let mut n = 0u32;
+    let dest = loop {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".corrupt");
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        let dest = PathBuf::from(name);
+        if !dest.exists() {
+            break dest;
+        }
+        n += 1;
+    };
+    fs::rename(path, &dest).at("rename corrupt snapshot aside", path)?;
+    fsutil::sync_parent(&dest)?;
+    Ok(dest)
 }
 
 /// Deletes all but the `keep` newest snapshot files (by sequence) and returns the

@@ -13,7 +13,10 @@
 //! place and fsyncs `models/`: a model exists completely or not at all. Deletion renames
 //! the directory to a tombstone, fsyncs `models/`, then removes the tombstone. At open,
 //! dot-directories are leftovers of unacknowledged creations or acknowledged deletions
-//! and are removed, as are stray temporary files inside model directories.
+//! and are removed, as are stray temporary files inside model directories. A corrupt
+//! snapshot skipped in favour of an older one is renamed to `snapshot-….bin.corrupt`
+//! (kept for inspection, never deleted); when no snapshot is readable nothing is moved
+//! and the open fails, naming the files.
 //!
 //! WAL retention: after a snapshot at sequence s₂ is durable and older ones are pruned
 //! to the newest two (s₁ < s₂), the log is cut through s₁, not s₂. If the newest
@@ -74,6 +77,9 @@ pub struct RecoveredModel {
     /// [`WalRecord::apply_to`] (skipping any the accumulator rejects, as the live path
     /// did) to reach the state at the crash.
     pub replay: Vec<WalRecord>,
+    /// Where the corrupt snapshots listed in `snapshot.skipped` were renamed to
+    /// (`snapshot-….bin.corrupt`), so they no longer count as snapshots.
+    pub quarantined: Vec<PathBuf>,
     /// A torn or corrupt log tail that was cut off during recovery.
     pub wal_tail: Option<TailProblem>,
     /// The first break in consecutive sequences from the snapshot (or from 1) through
@@ -406,6 +412,15 @@ fn recover_model(dir: &Path, name: &str, sync: SyncMode) -> Result<RecoveredMode
             });
         }
     }
+    // Corrupt snapshots newer than the one we run from are renamed aside: left in
+    // place they would hold one of the two kept places and decide where the log is cut,
+    // leaving no real fallback.
+    let mut quarantined = Vec::new();
+    for (path, _) in snapshot.iter().flat_map(|s| &s.skipped) {
+        let moved = snapshot::quarantine(path)?;
+        tracing::warn!(from = %path.display(), to = %moved.display(), "moved corrupt snapshot aside");
+        quarantined.push(moved);
+    }
     let (wal, recovery) = Wal::open(dir.join(WAL_FILE), sync)?;
     let after = snapshot.as_ref().map_or(0, |s| s.snapshot.sequence);
     let replay: Vec<WalRecord> = recovery
@@ -437,6 +452,7 @@ fn recover_model(dir: &Path, name: &str, sync: SyncMode) -> Result<RecoveredMode
         },
         snapshot,
         replay,
+        quarantined,
         wal_tail: recovery.torn_tail,
         sequence_gap,
     })
