@@ -245,7 +245,8 @@ fn a_corrupt_newest_snapshot_falls_back_and_the_log_still_covers_every_batch_sin
     let aside = dir
         .path()
         .join("models/m/snapshot-00000000000000000012.bin.corrupt");
-    assert_eq!(m.quarantined, [aside.clone()]);
+    assert_eq!(m.quarantined.len(), 1);
+    assert_eq!(m.quarantined[0], aside);
     assert_eq!(
         fs::read(&aside).unwrap(),
         bytes,
@@ -409,4 +410,38 @@ fn storage_handles_can_be_shared_between_threads() {
     send_sync::<streampca::persistence::ModelStore>();
     send_sync::<streampca::persistence::Wal>();
     send_sync::<Error>();
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_log_rewrite_leaves_the_old_log_in_charge() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config("m");
+    let (store, _) = open(dir.path());
+    let model = store.create(&c).unwrap();
+    let mut live = Live::new(&c);
+    live.ingest(&model, 1, 6);
+    let snap = live.snapshot(&c);
+    drop((model, store));
+    // The kill: a rewrite's temporary log, half written, never renamed over wal.log.
+    let tmp = dir.path().join("models/m/.wal.log.4242.7.tmp");
+    fs::write(&tmp, b"SPCAWAL\0\x01\0\0\0garbage").unwrap();
+
+    let (store, models) = open(dir.path());
+    let m = only(models, "m");
+
+    assert!(
+        !tmp.exists(),
+        "the interrupted rewrite is cleaned up at open"
+    );
+    assert_eq!(m.replay.len(), 6);
+    assert_eq!(bits(&restore(&m).to_parts()), bits(&live.acc.to_parts()));
+    // And the store keeps working: snapshot, more batches, restart.
+    m.store.write_snapshot(&snap).unwrap();
+    live.ingest(&m.store, 7, 8);
+    drop((m, store));
+    let (_, models) = open(dir.path());
+    let m = only(models, "m");
+    assert_eq!(m.snapshot.as_ref().unwrap().snapshot.sequence, 6);
+    assert_eq!(m.replay.len(), 2);
+    assert_eq!(bits(&restore(&m).to_parts()), bits(&live.acc.to_parts()));
 }
