@@ -48,8 +48,11 @@
 //! file to the end of the last whole record so new appends are not hidden behind the
 //! garbage, and reports the problem ([`TailProblem`]). A torn tail is the normal result
 //! of a crash during an append that was never acknowledged. Any other problem (bad
-//! checksum, impossible length, undecodable payload) may be real damage, so the
-//! discarded bytes are first copied to `wal.log.corrupt-<offset>` for inspection.
+//! checksum, impossible length, undecodable payload) may be real damage. Either way the
+//! discarded bytes are first copied aside (fsynced): `wal.log.torn-<offset>` for a
+//! short record, `wal.log.corrupt-<offset>` otherwise. Recovery never drops bytes
+//! without a copy, because a flipped length in the *middle* of the log looks exactly
+//! like a torn tail and would otherwise take every later record with it unseen.
 //!
 //! One process owns a log at a time; nothing here locks the file against a second one.
 
@@ -330,8 +333,8 @@ pub struct TailProblem {
     pub discarded: u64,
     /// What was wrong.
     pub reason: TailReason,
-    /// Where the discarded bytes were copied before truncation (`None` for a torn tail).
-    pub saved_to: Option<PathBuf>,
+    /// Where the discarded bytes were copied before truncation.
+    pub saved_to: PathBuf,
 }
 
 /// What [`Wal::open`] found on disk.
@@ -426,10 +429,11 @@ impl Wal {
         let scan = scan(&file, &path, len)?;
         let mut torn_tail = None;
         if let Some((offset, reason)) = scan.problem {
-            let saved_to = match reason {
-                TailReason::Short { .. } => None,
-                _ => Some(save_tail(&file, &path, offset, len)?),
+            let kind = match reason {
+                TailReason::Short { .. } => "torn",
+                _ => "corrupt",
             };
+            let saved_to = save_tail(&file, &path, offset, len, kind)?;
             file.set_len(offset).at("truncate torn tail", &path)?;
             file.sync_all().at("fsync", &path)?;
             torn_tail = Some(TailProblem {
@@ -873,13 +877,13 @@ fn scan(file: &File, path: &Path, len: u64) -> Result<Scan> {
     Ok(Scan { records, problem })
 }
 
-/// Copies `[offset, len)` to `<path>.corrupt-<offset>` (fsynced) before it is cut off.
-fn save_tail(file: &File, path: &Path, offset: u64, len: u64) -> Result<PathBuf> {
+/// Copies `[offset, len)` to `<path>.<kind>-<offset>` (fsynced) before it is cut off.
+fn save_tail(file: &File, path: &Path, offset: u64, len: u64, kind: &str) -> Result<PathBuf> {
     // Never overwrite earlier evidence: pick the first free name.
     let (dest, mut out) = (0u32..)
         .map(|n| {
             let mut dest = path.as_os_str().to_owned();
-            dest.push(format!(".corrupt-{offset}"));
+            dest.push(format!(".{kind}-{offset}"));
             if n > 0 {
                 dest.push(format!(".{n}"));
             }
@@ -1026,10 +1030,9 @@ mod tests {
                     "cut {cut}: {}",
                     tail.reason
                 );
-                assert_eq!(
-                    tail.saved_to, None,
-                    "a torn tail is not evidence worth keeping"
-                );
+                let saved = fs::read(&tail.saved_to).unwrap();
+                assert_eq!(saved.len() as u64, cut - good_end, "torn bytes kept aside");
+                assert!(tail.saved_to.to_string_lossy().contains(".torn-"));
             }
             assert_eq!(
                 fs::metadata(&path).unwrap().len(),
@@ -1067,15 +1070,15 @@ mod tests {
             let tail = recovery.torn_tail.clone().unwrap();
             assert_eq!(tail.offset, good_end, "byte {pos}");
             assert_eq!(fs::metadata(&path).unwrap().len(), good_end);
-            match (&tail.reason, &tail.saved_to) {
-                // A length grown past the end of the file looks exactly like a torn write.
-                (TailReason::Short { .. }, None) => assert!(pos < good_end + 4, "byte {pos}"),
-                (TailReason::Short { .. }, Some(_)) => panic!("torn tail saved"),
-                (_, None) => panic!("corrupt tail not saved (byte {pos}): {}", tail.reason),
-                (_, Some(saved)) => {
-                    assert_eq!(fs::read(saved).unwrap(), &damaged[good_end as usize..]);
-                }
+            // A length grown past the end of the file looks exactly like a torn write.
+            if matches!(tail.reason, TailReason::Short { .. }) {
+                assert!(pos < good_end + 4, "byte {pos}: {}", tail.reason);
             }
+            assert_eq!(
+                fs::read(&tail.saved_to).unwrap(),
+                &damaged[good_end as usize..],
+                "discarded bytes kept aside"
+            );
 
             wal.append(&record(3, 3)).unwrap();
             drop(wal);
@@ -1106,7 +1109,7 @@ mod tests {
         let (a, b) = (first.torn_tail.unwrap(), second.torn_tail.unwrap());
         assert_eq!((a.offset, b.offset), (ends[1], ends[1]));
         assert_ne!(a.saved_to, b.saved_to);
-        assert!(a.saved_to.unwrap().exists() && b.saved_to.unwrap().exists());
+        assert!(a.saved_to.exists() && b.saved_to.exists());
     }
 
     #[test]
