@@ -32,7 +32,7 @@
 //!
 //! # Files and crash safety
 //!
-//! [`write`] writes `.snapshot-….tmp`, fsyncs it, renames it to
+//! [`write()`] writes `.snapshot-….tmp`, fsyncs it, renames it to
 //! `snapshot-{sequence:020}.bin` and fsyncs the directory. A crash leaves at worst a
 //! stray temporary file, which [`load_latest`] never reads. [`load_latest`] takes the
 //! newest file that decodes and validates; a corrupt newer one is skipped, reported and

@@ -228,8 +228,9 @@ impl Store {
             let _ = fs::remove_dir_all(&staging); // best effort; open removes leftovers
             return Err(e);
         }
-        let (wal, _) = Wal::open(dir.join(WAL_FILE), self.sync)?;
+        // On disk now, whatever happens next: record it before opening the log.
         names.insert(config.name.clone());
+        let (wal, _) = Wal::open(dir.join(WAL_FILE), self.sync)?;
         Ok(ModelStore {
             config: config.clone(),
             dir,
