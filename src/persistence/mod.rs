@@ -17,12 +17,22 @@
 //! How the service uses it:
 //!
 //! 1. Startup: [`Store::open`] → for each [`RecoveredModel`], rebuild the accumulator
-//!    from the snapshot (or empty), apply `replay` in order, resume the trainer.
-//! 2. Ingest, per batch: under the model lock assign `sequence = last + 1`,
-//!    [`Wal::write`], apply to the accumulator, unlock; then [`Wal::wait`] (shared
-//!    fsync) and acknowledge.
-//! 3. Periodically: clone a [`Snapshot`] under the lock, then
-//!    [`ModelStore::write_snapshot`] outside it (prunes and cuts the log).
+//!    with `Accumulator::from_parts` from the snapshot (or empty), apply `replay` in
+//!    order with [`WalRecord::apply_to`], resume the trainer with
+//!    `Trainer::with_state`, and continue sequences from
+//!    [`RecoveredModel::last_sequence`]. Report `wal_tail`, `quarantined` and
+//!    `sequence_gap` if present.
+//! 2. Ingest, per batch: check shapes and finiteness first (so applying cannot fail
+//!    after logging); then under the model lock take `sequence = last + 1`,
+//!    [`Wal::write`], apply, set `last = sequence`, unlock; then [`Wal::wait`] (one
+//!    fsync shared by concurrent producers) and acknowledge. If `write` fails nothing
+//!    was logged: answer 5xx and do not advance `last`. If `wait` fails the log is
+//!    poisoned: answer 5xx and stop accepting batches for that model until restart.
+//! 3. Periodically (and at shutdown): build a [`Snapshot`] under the lock (cloning the
+//!    parts is a memcpy), then [`ModelStore::write_snapshot`] outside it; it prunes old
+//!    snapshots and cuts the log.
+//! 4. Export: [`snapshot::encode`]; import: [`snapshot::decode`] (validates everything
+//!    before anything is replaced).
 
 pub mod config;
 pub mod error;
