@@ -1218,6 +1218,44 @@ mod tests {
     }
 
     #[test]
+    fn truncating_while_eight_threads_append_loses_nothing_after_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.log");
+        let (wal, _) = Wal::open(&path, SyncMode::Always).unwrap();
+        let model_lock = Mutex::new(0u64);
+        let mut cut = 0;
+
+        std::thread::scope(|s| {
+            let appenders: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..25 {
+                            let ticket = {
+                                let mut last = model_lock.lock().unwrap();
+                                *last += 1;
+                                wal.write(&record(*last, 3)).unwrap()
+                            };
+                            wal.wait(ticket).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            while !appenders.iter().all(|h| h.is_finished()) {
+                let last = *model_lock.lock().unwrap();
+                cut = cut.max(last.saturating_sub(10));
+                wal.truncate_through(cut).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+
+        drop(wal);
+        let (_, recovery) = Wal::open(&path, SyncMode::Always).unwrap();
+        let want: Vec<_> = (cut + 1..=200).map(|s| record(s, 3)).collect();
+        assert_same(&recovery.records, &want);
+        assert_eq!(recovery.torn_tail, None);
+    }
+
+    #[test]
     fn append_alone_returns_only_after_its_own_fsync() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = Wal::open(dir.path().join("wal.log"), SyncMode::Always).unwrap();
