@@ -8,11 +8,14 @@
 //! - [`metrics`]: every Prometheus metric, the request-counting middleware, `/metrics`.
 //! - [`config`]: command line and environment settings.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal.
+//! - [`persistence`]: the write-ahead log, snapshots and data directory (blocking file
+//!   I/O; no HTTP).
 
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod pca;
+pub mod persistence;
 pub mod registry;
 pub mod shutdown;
 pub mod telemetry;
