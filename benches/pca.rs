@@ -121,5 +121,13 @@ fn fitting(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, accumulator_update, fitting);
+#[allow(
+    missing_docs,
+    reason = "criterion's macro generates an undocumented function"
+)]
+mod group {
+    use super::*;
+    criterion_group!(benches, accumulator_update, fitting);
+}
+use group::benches;
 criterion_main!(benches);

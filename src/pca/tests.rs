@@ -3,6 +3,10 @@
 //! computed directly from the rows, and the loss's definition.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
+#![allow(
+    clippy::needless_range_loop,
+    reason = "index loops compare several arrays element by element"
+)]
 
 use std::f64::consts::FRAC_PI_2;
 
