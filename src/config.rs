@@ -78,6 +78,10 @@ pub struct Settings {
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `streampca=debug`).
     #[arg(long, env = "STREAMPCA_LOG", default_value = "info")]
     pub log: String,
+    /// Interval over which subspace drift is measured, in seconds (the
+    /// `streampca_model_subspace_drift_radians` gauge).
+    #[arg(long, env = "STREAMPCA_DRIFT_INTERVAL_SECS", default_value_t = 300.0)]
+    pub drift_interval_secs: f64,
 }
 
 impl Default for Settings {
@@ -88,6 +92,7 @@ impl Default for Settings {
             body_limit: DEFAULT_BODY_LIMIT,
             log_format: LogFormat::Text,
             log: "info".into(),
+            drift_interval_secs: 300.0,
         }
     }
 }
@@ -102,6 +107,12 @@ impl Settings {
             return Err(format!(
                 "body_limit must be at least 1024 bytes, got {}",
                 self.body_limit
+            ));
+        }
+        if !(self.drift_interval_secs.is_finite() && self.drift_interval_secs > 0.0) {
+            return Err(format!(
+                "drift_interval_secs must be a positive number of seconds, got {}",
+                self.drift_interval_secs
             ));
         }
         if self.data_dir.as_os_str().is_empty() {

@@ -7,11 +7,13 @@
 //! - [`http`]: the router, handlers, body formats and the API's errors.
 //! - [`metrics`]: every Prometheus metric, the request-counting middleware, `/metrics`.
 //! - [`config`]: command line and environment settings.
+//! - [`drift`]: how far each model's subspace turned over a fixed interval.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal.
 //! - [`persistence`]: the write-ahead log, snapshots and data directory (blocking file
 //!   I/O; no HTTP).
 
 pub mod config;
+pub mod drift;
 pub mod http;
 pub mod metrics;
 pub mod pca;
@@ -23,6 +25,7 @@ pub mod telemetry;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -48,7 +51,9 @@ pub async fn run(
         .context("invalid settings")?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_drift_interval(Duration::from_secs_f64(
+        settings.drift_interval_secs,
+    )));
     let registry = Arc::new(Registry::new(metrics.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {

@@ -10,7 +10,8 @@
 //! when the model is deleted), `code` from the fixed set of error codes, `component` from
 //! `0..components`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -21,6 +22,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::drift::{DriftTracker, DEFAULT_DRIFT_INTERVAL};
 use crate::pca::Components;
 
 /// Latency buckets for HTTP requests, in seconds (100 µs … 10 s).
@@ -48,7 +50,12 @@ pub struct Metrics {
     model_max_error_bound: GaugeVec,
     model_converged: GaugeVec,
     model_eigenvalue: GaugeVec,
+    model_explained_variance: GaugeVec,
+    model_drift: GaugeVec,
     models: IntGauge,
+    /// Per-model history of published subspaces, for the drift gauge.
+    drift: Mutex<HashMap<String, DriftTracker>>,
+    drift_interval: Duration,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -95,6 +102,15 @@ impl Metrics {
     /// Only if the definitions below are inconsistent (a programming error caught by
     /// any test that starts the service).
     pub fn new() -> Self {
+        Self::with_drift_interval(DEFAULT_DRIFT_INTERVAL)
+    }
+
+    /// Registers every metric in a fresh registry; subspace drift is measured over
+    /// `drift_interval`.
+    ///
+    /// # Panics
+    /// As [`Metrics::new`].
+    pub fn with_drift_interval(drift_interval: Duration) -> Self {
         let r = Registry::new();
         let models = IntGauge::new("streampca_models", "Number of models.").expect("valid gauge");
         r.register(Box::new(models.clone()))
@@ -175,7 +191,21 @@ impl Metrics {
                 "Eigenvalue estimate of each component (0-based index) at the last published fit.",
                 &["model", "component"],
             ),
+            model_explained_variance: gauge(
+                &r,
+                "streampca_model_explained_variance_ratio",
+                "Share of total (target) variance along each component (0-based index), in [0, 1].",
+                &["model", "component"],
+            ),
+            model_drift: gauge(
+                &r,
+                "streampca_model_subspace_drift_radians",
+                "Largest principal angle between the top-p subspace published now and the one published one drift interval earlier, in radians.",
+                &["model"],
+            ),
             models,
+            drift: Mutex::new(HashMap::new()),
+            drift_interval,
             registry: r,
         }
     }
@@ -245,17 +275,29 @@ impl Metrics {
             .set(if fit.converged { 1.0 } else { 0.0 });
         for i in 0..components {
             let idx = i.to_string();
-            match fit.eigenvalues.get(i) {
-                Some(v) => self
-                    .model_eigenvalue
-                    .with_label_values(&[model, idx.as_str()])
-                    .set(*v),
-                None => {
-                    let _ = self
-                        .model_eigenvalue
-                        .remove_label_values(&[model, idx.as_str()]);
+            let labels = [model, idx.as_str()];
+            match (fit.eigenvalues.get(i), fit.explained_variance_ratio.get(i)) {
+                (Some(v), Some(r)) => {
+                    self.model_eigenvalue.with_label_values(&labels).set(*v);
+                    self.model_explained_variance
+                        .with_label_values(&labels)
+                        .set(*r);
+                }
+                _ => {
+                    let _ = self.model_eigenvalue.remove_label_values(&labels);
+                    let _ = self.model_explained_variance.remove_label_values(&labels);
                 }
             }
+        }
+        let drift = self
+            .drift
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(model.to_string())
+            .or_insert_with(|| DriftTracker::new(self.drift_interval))
+            .observe(Instant::now(), &fit.vectors);
+        if let Some(angle) = drift {
+            self.model_drift.with_label_values(&[model]).set(angle);
         }
     }
 
@@ -274,17 +316,24 @@ impl Metrics {
             &self.model_loss,
             &self.model_max_error_bound,
             &self.model_converged,
+            &self.model_drift,
         ] {
             let _ = v.remove_label_values(&[model]);
         }
+        self.drift
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(model);
         let _ = self.step_duration.remove_label_values(&[model]);
         for code in codes {
             let _ = self.batches_rejected.remove_label_values(&[model, code]);
         }
         for i in 0..components {
+            let idx = i.to_string();
+            let _ = self.model_eigenvalue.remove_label_values(&[model, &idx]);
             let _ = self
-                .model_eigenvalue
-                .remove_label_values(&[model, i.to_string().as_str()]);
+                .model_explained_variance
+                .remove_label_values(&[model, &idx]);
         }
     }
 

@@ -155,3 +155,38 @@ impl Components {
         })
     }
 }
+
+/// Largest principal angle, in radians, between the column spans of `a` (m×r) and `b`
+/// (m×s), both with orthonormal columns: `asin ‖B − A(AᵀB)‖₂`, the largest angle by
+/// which a direction of span(B) leaves span(A). Accurate for small angles (no `acos`
+/// of a cosine near 1). Returns π/2 when the shapes' row counts differ or either is
+/// empty.
+pub fn max_principal_angle(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
+    if a.nrows() != b.nrows() || a.ncols() == 0 || b.ncols() == 0 {
+        return std::f64::consts::FRAC_PI_2;
+    }
+    let overlap = linalg::mul(a, true, b, false);
+    let outside = b - linalg::mul(a, false, &overlap, false);
+    let sin = outside.singular_values().max();
+    sin.clamp(0.0, 1.0).asin()
+}
+
+#[cfg(test)]
+mod angle_tests {
+    use super::*;
+
+    #[test]
+    fn principal_angle_of_a_rotated_plane_is_the_rotation_angle() {
+        let a = DMatrix::from_column_slice(3, 2, &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        let t: f64 = 0.3;
+        let b = DMatrix::from_column_slice(3, 2, &[1.0, 0.0, 0.0, 0.0, t.cos(), t.sin()]);
+        assert!((max_principal_angle(&a, &b) - t).abs() < 1e-14);
+        // the same plane under another basis: no angle
+        let s = std::f64::consts::FRAC_1_SQRT_2;
+        let c = DMatrix::from_column_slice(3, 2, &[s, s, 0.0, s, -s, 0.0]);
+        assert!(max_principal_angle(&a, &c) < 1e-15);
+        let tiny: f64 = 1e-9;
+        let d = DMatrix::from_column_slice(3, 2, &[1.0, 0.0, 0.0, 0.0, tiny.cos(), tiny.sin()]);
+        assert!((max_principal_angle(&a, &d) - tiny).abs() < 1e-18);
+    }
+}

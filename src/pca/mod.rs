@@ -15,6 +15,6 @@ pub mod optimizer;
 mod tests;
 
 pub use accumulator::{Accumulator, AccumulatorParts, Target};
-pub use components::{Components, Projection};
+pub use components::{max_principal_angle, Components, Projection};
 pub use error::PcaError;
 pub use optimizer::{FitParams, OptimizerKind, Trainer, TrainerState, ValidParams};

@@ -67,3 +67,49 @@ async fn deleting_a_model_removes_its_series() {
     assert!(text.contains("streampca_models 0"));
     let _ = json!(null);
 }
+
+#[tokio::test]
+async fn drift_gauge_reports_how_far_the_subspace_turned_over_the_interval() {
+    // Arrange: drift measured over 0.2 s; a model that first sees one basis...
+    let app = crate::helpers::spawn_app_with(|s| streampca::config::Settings {
+        drift_interval_secs: 0.2,
+        ..s
+    })
+    .await;
+    app.create_autoencoder("dr", 8, 2).await;
+    let seq = app.ingest_json("dr", &spiked_rows(8, 300, 4)).await["sequence"]
+        .as_u64()
+        .unwrap();
+    app.wait_converged("dr", seq).await;
+    let before = app.components("dr").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Act: ...then many more rows along another basis, so its top plane turns.
+    let seq = app.ingest_json("dr", &spiked_rows(8, 6000, 5)).await["sequence"]
+        .as_u64()
+        .unwrap();
+    app.wait_converged("dr", seq).await;
+    let after = app.components("dr").await;
+    let text = app.metrics().await;
+
+    // Assert: the gauge equals the largest principal angle between the two planes.
+    let plane = |c: &serde_json::Value| {
+        let rows = crate::helpers::matrix(&c["components"]);
+        nalgebra::DMatrix::from_fn(8, 2, |i, j| rows[j][i])
+    };
+    let expected = streampca::pca::max_principal_angle(&plane(&before), &plane(&after));
+    assert!(
+        expected > 0.1,
+        "the test data should turn the plane ({expected})"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(r#"streampca_model_subspace_drift_radians{model="dr"}"#))
+        .unwrap_or_else(|| panic!("no drift series in\n{text}"));
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        (value - expected).abs() < 1e-6,
+        "gauge {value} vs {expected}"
+    );
+    assert!(text.contains(r#"streampca_model_explained_variance_ratio{component="1",model="dr"}"#));
+}
