@@ -660,3 +660,39 @@ fn on_fashion_mnist_every_well_separated_component_matches_an_independent_eigens
         "only {checked} components had a gap above 1 %"
     );
 }
+
+// ------------------------------------------------------------------ properties
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+
+    /// However a stream is cut into batches and shards, merging gives the accumulation
+    /// of all rows at once.
+    #[test]
+    fn any_split_into_batches_and_shards_merges_to_the_whole(
+        seed in 0u64..1000,
+        rows in 2usize..120,
+        cuts in proptest::collection::vec(0usize..120, 0..6),
+        offset in -1e3f64..1e3,
+    ) {
+        let n = 5;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let x = randn(&mut rng, rows, n).add_scalar(offset);
+        let mut whole = Accumulator::new(n, None, None).unwrap();
+        whole.update(&rows_from(&x), None).unwrap();
+        let mut bounds: Vec<usize> = cuts.into_iter().map(|c| c % rows).collect();
+        bounds.extend([0, rows]);
+        bounds.sort_unstable();
+        bounds.dedup();
+        let mut merged = Accumulator::new(n, None, None).unwrap();
+        for w in bounds.windows(2) {
+            let mut shard = Accumulator::new(n, None, None).unwrap();
+            shard.update(&rows_from(&x.rows(w[0], w[1] - w[0]).into_owned()), None).unwrap();
+            merged.merge(&shard).unwrap();
+        }
+        let scale = whole.scatter().norm().max(1e-300);
+        proptest::prop_assert!((merged.scatter() - whole.scatter()).norm() <= 1e-11 * scale);
+        proptest::prop_assert!((merged.mean_x() - whole.mean_x()).norm() <= 1e-12 * (1.0 + whole.mean_x().norm()));
+        proptest::prop_assert!((merged.count() - rows as f64).abs() < 1e-9);
+    }
+}
