@@ -38,6 +38,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (the default).
     Serve(Settings),
+    /// The command-line client (`models`, `ingest`, `components`, `project`, `demo`),
+    /// which talks to a running server; see [`crate::cli`].
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 impl Cli {
@@ -45,7 +49,7 @@ impl Cli {
     pub fn into_settings(self) -> Settings {
         match self.command {
             Some(Command::Serve(s)) => s,
-            None => self.settings,
+            Some(Command::Client(_)) | None => self.settings,
         }
     }
 }
