@@ -28,6 +28,11 @@ fn print_json(v: &Value) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A count or other plain number as people write it (`4000`, not `4000.0`).
+fn count(v: &Value) -> String {
+    v.as_f64().map_or_else(|| v.to_string(), |x| x.to_string())
+}
+
 fn num(v: &Value) -> String {
     match v.as_f64() {
         Some(x) => format!("{x:.6}"),
@@ -74,7 +79,7 @@ pub async fn models(conn: &Connection, op: ModelsOp) -> Result<(), CliError> {
                 status["target_dim"]
                     .as_u64()
                     .map_or(String::new(), |t| format!(", target_dim {t}")),
-                status["samples"]
+                count(&status["samples"])
             );
         }
         ModelsOp::List { json } => {
@@ -97,7 +102,7 @@ pub async fn models(conn: &Connection, op: ModelsOp) -> Result<(), CliError> {
                     m["name"].as_str().unwrap_or("?"),
                     m["dim"],
                     m["components"],
-                    m["samples"],
+                    count(&m["samples"]),
                     if m["converged"] == json!(true) {
                         "yes"
                     } else {
@@ -274,8 +279,8 @@ pub async fn ingest(a: IngestArgs) -> Result<(), CliError> {
             reader.rows_read(),
             a.model,
             reader.rows_read() as f64 / secs.max(1e-9),
-            last["samples"],
-            last["sequence"],
+            count(&last["samples"]),
+            count(&last["sequence"]),
         );
     }
     Ok(())
@@ -298,16 +303,17 @@ pub async fn components(a: ComponentsArgs) -> Result<(), CliError> {
     if eig.is_empty() {
         println!(
             "model `{}` has no fitted components yet ({} samples); ingest more and retry",
-            a.model, c["samples"]
+            a.model,
+            count(&c["samples"])
         );
         return Ok(());
     }
     println!(
         "model `{}`: {} samples, fit of batch {}, {} steps, converged: {}, loss {}",
         a.model,
-        c["samples"],
-        c["sequence"],
-        c["steps"],
+        count(&c["samples"]),
+        count(&c["sequence"]),
+        count(&c["steps"]),
         if c["converged"] == json!(true) {
             "yes"
         } else {
@@ -470,7 +476,7 @@ pub async fn demo(a: DemoArgs) -> Result<(), CliError> {
         return Err(CliError::Input(format!(
             "model `{name}` already exists with {} samples; delete it first \
              (streampca models delete {name}) or pass --name",
-            status["samples"]
+            count(&status["samples"])
         )));
     }
     println!(
