@@ -100,8 +100,8 @@ pub async fn models(conn: &Connection, op: ModelsOp) -> Result<(), CliError> {
                 println!(
                     "{:<24} {:>6} {:>10} {:>12} {:>9} {:>12}",
                     m["name"].as_str().unwrap_or("?"),
-                    m["dim"],
-                    m["components"],
+                    count(&m["dim"]),
+                    count(&m["components"]),
                     count(&m["samples"]),
                     if m["converged"] == json!(true) {
                         "yes"

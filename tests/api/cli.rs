@@ -407,3 +407,72 @@ async fn demo_streams_a_known_spectrum_and_reports_how_close_the_fit_is() {
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("already exists with 4000 samples"));
 }
+
+#[tokio::test]
+async fn a_503_is_retried_after_retry_after_and_the_api_key_is_sent() {
+    // Arrange: a stand-in server that is overloaded twice on `GET /v1/models`, always on
+    // `GET /v1/models/busy`, and wants the API key.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let overloaded = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "0")],
+            axum::Json(json!({"error": {"code": "overloaded", "message": "try later"}})),
+        )
+    };
+    let counter = hits.clone();
+    let router = axum::Router::new()
+        .route(
+            "/v1/models",
+            get(move |headers: HeaderMap| async move {
+                if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                    return overloaded();
+                }
+                let key = headers.get("authorization").and_then(|v| v.to_str().ok());
+                if key == Some("Bearer k1") {
+                    (
+                        StatusCode::OK,
+                        [("retry-after", "0")],
+                        axum::Json(json!({"models": []})),
+                    )
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [("retry-after", "0")],
+                        axum::Json(json!({"error": {"code": "unauthorized", "message": "no key"}})),
+                    )
+                }
+            }),
+        )
+        .route("/v1/models/busy", get(move || async move { overloaded() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let cli = |args: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_streampca"))
+            .args(args)
+            .args(["--url", &url])
+            .env("STREAMPCA_API_KEY", "k1")
+            .output()
+    };
+
+    // Act
+    let listed = cli(&["models", "list"]).await.unwrap();
+    let busy = cli(&["models", "show", "busy"]).await.unwrap();
+
+    // Assert
+    assert!(ok(&listed).contains("no models"));
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert_eq!(busy.status.code(), Some(3));
+    assert!(
+        stderr(&busy).contains("after 5 tries: overloaded: try later"),
+        "{}",
+        stderr(&busy)
+    );
+}
