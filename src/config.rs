@@ -129,6 +129,14 @@ mod tests {
     }
 
     #[test]
+    fn client_subcommands_parse_beside_serve() {
+        let cli = Cli::parse_from(["streampca", "models", "list", "--url", "http://h:1"]);
+        assert!(matches!(cli.command, Some(Command::Client(_))));
+        let cli = Cli::parse_from(["streampca", "ingest", "m", "a.csv", "b.npy"]);
+        assert!(matches!(cli.command, Some(Command::Client(_))));
+    }
+
+    #[test]
     fn a_tiny_body_limit_is_rejected() {
         let s = Settings {
             body_limit: 10,

@@ -476,3 +476,37 @@ async fn a_503_is_retried_after_retry_after_and_the_api_key_is_sent() {
         stderr(&busy)
     );
 }
+
+#[tokio::test]
+async fn ingest_sends_x_then_y_rows_of_a_regression_model_as_json_on_request() {
+    // Arrange: dim 3 + target_dim 1, so each CSV line has four values.
+    let app = spawn_app().await;
+    let r = app
+        .create_model(json!({"name": "cli-reg", "dim": 3, "components": 1, "target_dim": 1}))
+        .await;
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<Vec<f64>> = spiked_rows(4, 50, 8);
+    let file = write(dir.path(), "reg.csv", &csv(&rows));
+
+    // Act
+    let out = run(
+        &app,
+        &[
+            "ingest",
+            "cli-reg",
+            file.to_str().unwrap(),
+            "--wire",
+            "json",
+            "--batch-size",
+            "20",
+        ],
+    )
+    .await;
+
+    // Assert
+    assert!(ok(&out).contains("50 rows"));
+    let status = app.status("cli-reg").await;
+    assert_eq!(status["samples"], json!(50.0));
+    assert_eq!(status["batches"], json!(3));
+}
