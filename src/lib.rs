@@ -7,11 +7,11 @@
 //! - [`http`]: the router, handlers, body formats and the API's errors.
 //! - [`metrics`]: every Prometheus metric, the request-counting middleware, `/metrics`.
 //! - [`config`]: command line and environment settings.
-//! - [`cli`]: the command-line client (`streampca models|ingest|components|project|demo`),
-//!   which talks to a running server over HTTP only.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal.
 //! - [`persistence`]: the write-ahead log, snapshots and data directory (blocking file
 //!   I/O; no HTTP).
+//! - [`cli`]: the command-line client (`streampca models|ingest|components|project|demo`),
+//!   which talks to a running server over HTTP only.
 
 pub mod cli;
 pub mod config;
