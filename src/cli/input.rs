@@ -246,8 +246,10 @@ impl RowReader {
                 parse_ndjson(line, out)
                     .map_err(|m| CliError::Input(format!("{}:{at}: {m}", self.path.display())))?;
             } else {
-                let fields: Vec<Option<f64>> =
-                    line.split(',').map(|f| f.trim().parse().ok()).collect();
+                let fields: Vec<Option<f64>> = line
+                    .split(',')
+                    .map(|f| f.trim().trim_matches('"').parse().ok())
+                    .collect();
                 if self.rows_read == 0 && rows == 0 && fields.iter().all(Option::is_none) {
                     // A header line: every field is a name.
                     continue;
@@ -458,7 +460,7 @@ mod tests {
             .collect();
         let f64s: Vec<u8> = want.iter().flat_map(|v: &f64| v.to_le_bytes()).collect();
         let cases: Vec<(Vec<u8>, &str)> = vec![
-            (b"a,b\n1,2\r\n3.5,-4\n\n0.25,6\n".to_vec(), "csv"),
+            (b"a,b\n1,2\r\n\"3.5\",-4\n\n0.25,6\n".to_vec(), "csv"),
             (b"[1,2]\n{\"x\":[3.5,-4]}\n[0.25, 6]\n".to_vec(), "ndjson"),
             (f32s.clone(), "f32"),
             (npy("<f4", "(3, 2)", &f32s), "npy"),
