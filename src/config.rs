@@ -38,6 +38,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (the default).
     Serve(Settings),
+    /// The command-line client (`models`, `ingest`, `components`, `project`, `demo`),
+    /// which talks to a running server; see [`crate::cli`].
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 impl Cli {
@@ -45,7 +49,7 @@ impl Cli {
     pub fn into_settings(self) -> Settings {
         match self.command {
             Some(Command::Serve(s)) => s,
-            None => self.settings,
+            Some(Command::Client(_)) | None => self.settings,
         }
     }
 }
@@ -133,6 +137,14 @@ mod tests {
             Cli::parse_from(["streampca", "serve", "--listen", "0.0.0.0:9000"]).into_settings();
         assert_eq!(bare.listen, serve.listen);
         assert_eq!(bare.body_limit, DEFAULT_BODY_LIMIT);
+    }
+
+    #[test]
+    fn client_subcommands_parse_beside_serve() {
+        let cli = Cli::parse_from(["streampca", "models", "list", "--url", "http://h:1"]);
+        assert!(matches!(cli.command, Some(Command::Client(_))));
+        let cli = Cli::parse_from(["streampca", "ingest", "m", "a.csv", "b.npy"]);
+        assert!(matches!(cli.command, Some(Command::Client(_))));
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal.
 //! - [`persistence`]: the write-ahead log, snapshots and data directory (blocking file
 //!   I/O; no HTTP).
+//! - [`cli`]: the command-line client (`streampca models|ingest|components|project|demo`),
+//!   which talks to a running server over HTTP only.
 
+pub mod cli;
 pub mod config;
 pub mod drift;
 pub mod http;

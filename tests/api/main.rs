@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod cli;
 mod concurrency;
 mod errors;
 mod helpers;
