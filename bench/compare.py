@@ -95,6 +95,8 @@ def load_tool(args, data_file, n, model, fmt, producers, extra=()):
 
 def streampca_components(args, model):
     c = http(f"{args.url}/v1/models/{model}/components")
+    status = http(f"{args.url}/v1/models/{model}")
+    assert c["sequence"] == status["sequence"], "components do not cover every batch yet"
     return np.array(c["components"]), np.array(c["eigenvalues"])
 
 
@@ -139,7 +141,7 @@ def trace_run(args, x, plots):
         f.write(x.astype("<f4").tobytes())
         data_file = f.name
     trace_file = data_file + ".trace"
-    load_tool(args, data_file, n, "cmp-trace", "binary", 1, ["--trace", trace_file, "--trace-every", "20"])
+    load_tool(args, data_file, n, "cmp-trace", "binary", 1, ["--trace", trace_file, "--trace-every", "4"])
     points = [json.loads(line) for line in open(trace_file)]
     ours = []
     for pt in points:

@@ -346,12 +346,9 @@ async fn ingest(a: IngestArgs) -> Result<()> {
                 .await?,
         )
         .await?;
-        let caught_up =
-            status["samples"].as_f64().unwrap_or(0.0) >= total_rows as f64 - 0.5 || !a.fresh;
-        if caught_up
-            && status["converged"].as_bool() == Some(true)
-            && status["steps"].as_u64().unwrap_or(0) > 0
-        {
+        // Converged on the latest batch: the published fit saw every acknowledged batch.
+        let caught_up = status["fitted_sequence"].as_u64() == status["sequence"].as_u64();
+        if caught_up && status["converged"].as_bool() == Some(true) {
             break Some(wait.elapsed().as_secs_f64());
         }
         if wait.elapsed() > Duration::from_secs(a.converge_timeout) {
