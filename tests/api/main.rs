@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod concurrency;
+mod durability;
 mod errors;
 mod helpers;
 mod ingest;
