@@ -102,7 +102,7 @@ pub struct Snapshotter {
 }
 
 impl Snapshotter {
-    /// Starts a thread that, about once a second, snapshots every model whose sequence
+    /// Starts a thread that, every 100 ms (a counter read per model), snapshots every model whose sequence
     /// advanced by `every_batches` since its last snapshot, or advanced at all and
     /// `interval` passed.
     ///
@@ -114,7 +114,7 @@ impl Snapshotter {
         interval: Duration,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<()>();
-        let tick = interval.min(Duration::from_secs(1));
+        let tick = interval.min(Duration::from_millis(100));
         let thread = std::thread::Builder::new()
             .name("snapshotter".into())
             .spawn(move || loop {

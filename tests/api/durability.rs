@@ -486,6 +486,14 @@ async fn acknowledged_batches_survive_sigkill_at_random_moments() {
         server.kill();
     }
     assert!(total_acked_rows > 0);
+    let snapshots = std::fs::read_dir(dir.path().join("models").join("m"))
+        .unwrap()
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name();
+            n.to_string_lossy().starts_with("snapshot-")
+        })
+        .count();
+    assert!(snapshots > 0, "the schedule wrote no snapshot during the test");
     eprintln!(
         "crash test: {CYCLES} cycles, {last_sequence} batches, {total_acked_rows} rows in {:?}",
         started.elapsed()
