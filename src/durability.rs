@@ -117,12 +117,10 @@ impl Snapshotter {
         let tick = interval.min(Duration::from_millis(100));
         let thread = std::thread::Builder::new()
             .name("snapshotter".into())
-            .spawn(move || loop {
-                match rx.recv_timeout(tick) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        registry.snapshot_due(every_batches, interval, false);
-                    }
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            .spawn(move || {
+                // Stops when `stop` is dropped (or sends).
+                while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(tick) {
+                    registry.snapshot_due(every_batches, interval, false);
                 }
             })?;
         Ok(Self {

@@ -379,7 +379,7 @@ async fn acknowledged_batches_survive_sigkill_at_random_moments() {
     let mut rng = StdRng::seed_from_u64(0x5eed);
     // The offline accumulation of exactly the batches the log holds, in sequence order.
     let mut offline = Accumulator::new(DIM, None, None).unwrap();
-    let mut next_index = vec![0usize; PRODUCERS];
+    let mut next_index = [0usize; PRODUCERS];
     let mut last_sequence = 0u64;
     let mut total_acked_rows = 0usize;
     let started = Instant::now();
@@ -390,10 +390,9 @@ async fn acknowledged_batches_survive_sigkill_at_random_moments() {
         }
         let seen = Arc::new(Mutex::new(Seen::default()));
         let mut tasks = Vec::new();
-        for p in 0..PRODUCERS {
+        for (p, &first) in next_index.iter().enumerate() {
             let (client, base, seen) =
                 (server.client.clone(), server.address.clone(), seen.clone());
-            let first = next_index[p];
             tasks.push(tokio::spawn(async move {
                 let mut i = first;
                 loop {
@@ -493,7 +492,10 @@ async fn acknowledged_batches_survive_sigkill_at_random_moments() {
             n.to_string_lossy().starts_with("snapshot-")
         })
         .count();
-    assert!(snapshots > 0, "the schedule wrote no snapshot during the test");
+    assert!(
+        snapshots > 0,
+        "the schedule wrote no snapshot during the test"
+    );
     eprintln!(
         "crash test: {CYCLES} cycles, {last_sequence} batches, {total_acked_rows} rows in {:?}",
         started.elapsed()
