@@ -517,3 +517,77 @@ fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
     }
     out
 }
+
+#[tokio::test]
+async fn created_and_deleted_models_stay_so_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    app.create_autoencoder("kept", 3, 1).await;
+    app.create_autoencoder("gone", 3, 1).await;
+    let metrics = app.metrics().await;
+    for m in [
+        "streampca_wal_append_failures_total{model=\"kept\"} 0",
+        "streampca_snapshot_failures_total{model=\"kept\"} 0",
+        "streampca_wal_torn_records_total{model=\"kept\"} 0",
+    ] {
+        assert!(metrics.contains(m), "{m} missing");
+    }
+    let r = app
+        .client
+        .delete(app.url("/v1/models/gone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!app.metrics().await.contains("model=\"gone\""));
+    assert!(app.stop().await);
+
+    let app = spawn_app_in(dir.path()).await;
+    let (s, v) = app.get_json("/v1/models").await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kept"]);
+    assert!(app.stop().await);
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_with_no_fallback_fails_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    app.create_autoencoder("m", 4, 2).await;
+    app.ingest_json("m", &spiked_rows(4, 50, 1)).await;
+    assert!(app.stop().await); // writes the final (and only) snapshot
+    let model_dir = dir.path().join("models").join("m");
+    let snap = std::fs::read_dir(&model_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snapshot-")
+        })
+        .expect("a snapshot was written at shutdown");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&snap, &bytes).unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let settings = streampca::config::Settings {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    let err = streampca::run(listener, settings, std::future::pending())
+        .await
+        .expect_err("start-up must fail");
+    let msg = format!("{err:#}");
+    let file = snap.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(msg.contains(&file), "{msg}");
+    // Never silently replaced: the damaged file is still there, unchanged.
+    assert_eq!(std::fs::read(&snap).unwrap(), bytes);
+}
