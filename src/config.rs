@@ -15,6 +15,10 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default request body limit in bytes (64 MiB): a 256×784 JSON batch is about 4 MB, and
 /// axum's own default of 2 MB would reject it (DESIGN.md §8).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// Default number of batches between two snapshots of a model.
+pub const DEFAULT_SNAPSHOT_EVERY_BATCHES: u64 = 1000;
+/// Default longest time between two snapshots of a changed model, in seconds.
+pub const DEFAULT_SNAPSHOT_INTERVAL_SECS: u64 = 60;
 
 /// The command line: `streampca [serve] [OPTIONS]`. The bare binary serves.
 #[derive(Debug, Parser)]
@@ -54,6 +58,18 @@ impl Cli {
     }
 }
 
+/// When an accepted batch is forced to disk before the 200 is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Sync {
+    /// fsync (`fdatasync`) the log before acknowledging; concurrent producers share one
+    /// fsync (group commit). Survives power loss.
+    #[default]
+    Always,
+    /// Write the log but never fsync: survives `kill -9` (the page cache outlives the
+    /// process) but not power loss. For benchmarks and throwaway data.
+    Never,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
@@ -76,6 +92,16 @@ pub struct Settings {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "STREAMPCA_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
+    /// When accepted batches are fsynced: `always` (before the 200, the default) or
+    /// `never`.
+    #[arg(long, env = "STREAMPCA_SYNC", value_enum, default_value_t = Sync::Always)]
+    pub sync: Sync,
+    /// Snapshot a model once this many batches arrived since its last snapshot.
+    #[arg(long, env = "STREAMPCA_SNAPSHOT_EVERY_BATCHES", default_value_t = DEFAULT_SNAPSHOT_EVERY_BATCHES)]
+    pub snapshot_every_batches: u64,
+    /// Snapshot a model that changed at least this often, in seconds.
+    #[arg(long, env = "STREAMPCA_SNAPSHOT_INTERVAL_SECS", default_value_t = DEFAULT_SNAPSHOT_INTERVAL_SECS)]
+    pub snapshot_interval_secs: u64,
     /// Log format.
     #[arg(long, env = "STREAMPCA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -94,6 +120,9 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             body_limit: DEFAULT_BODY_LIMIT,
+            sync: Sync::Always,
+            snapshot_every_batches: DEFAULT_SNAPSHOT_EVERY_BATCHES,
+            snapshot_interval_secs: DEFAULT_SNAPSHOT_INTERVAL_SECS,
             log_format: LogFormat::Text,
             log: "info".into(),
             drift_interval_secs: 300.0,
@@ -118,6 +147,12 @@ impl Settings {
                 "drift_interval_secs must be a positive number of seconds, got {}",
                 self.drift_interval_secs
             ));
+        }
+        if self.snapshot_every_batches == 0 {
+            return Err("snapshot_every_batches must be at least 1".into());
+        }
+        if self.snapshot_interval_secs == 0 {
+            return Err("snapshot_interval_secs must be at least 1".into());
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());

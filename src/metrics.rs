@@ -18,8 +18,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::drift::{DriftTracker, DEFAULT_DRIFT_INTERVAL};
@@ -32,6 +32,12 @@ const REQUEST_BUCKETS: &[f64] = &[
 /// Buckets for one optimiser step, in seconds (10 µs … 10 s).
 const STEP_BUCKETS: &[f64] = &[
     0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+];
+
+/// Buckets for one WAL durability wait (group-commit fsync), in seconds (10 µs … 5 s).
+const FSYNC_BUCKETS: &[f64] = &[
+    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 5.0,
 ];
 
 /// The service's metrics and the registry that exposes them.
@@ -56,6 +62,11 @@ pub struct Metrics {
     /// Per-model history of published subspaces, for the drift gauge.
     drift: Mutex<HashMap<String, DriftTracker>>,
     drift_interval: Duration,
+    wal_append_failures: IntCounterVec,
+    snapshot_failures: IntCounterVec,
+    wal_torn_records: IntCounterVec,
+    wal_fsync_duration: Histogram,
+    snapshot_last_success: GaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -115,7 +126,44 @@ impl Metrics {
         let models = IntGauge::new("streampca_models", "Number of models.").expect("valid gauge");
         r.register(Box::new(models.clone()))
             .expect("metric names are unique");
+        let wal_fsync_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "streampca_wal_fsync_duration_seconds",
+                "Time an acknowledged batch waited for the write-ahead log to be durable \
+                 (its share of a group-commit fsync), in seconds.",
+            )
+            .buckets(FSYNC_BUCKETS.to_vec()),
+        )
+        .expect("valid histogram definition");
+        r.register(Box::new(wal_fsync_duration.clone()))
+            .expect("metric names are unique");
         Self {
+            wal_append_failures: counter(
+                &r,
+                "streampca_wal_append_failures_total",
+                "Batches refused because appending them to the write-ahead log or making \
+                 it durable failed.",
+                &["model"],
+            ),
+            snapshot_failures: counter(
+                &r,
+                "streampca_snapshot_failures_total",
+                "Snapshots of a model that could not be written.",
+                &["model"],
+            ),
+            wal_torn_records: counter(
+                &r,
+                "streampca_wal_torn_records_total",
+                "Torn or corrupt write-ahead log tails cut off during recovery.",
+                &["model"],
+            ),
+            wal_fsync_duration,
+            snapshot_last_success: gauge(
+                &r,
+                "streampca_snapshot_last_success_timestamp_seconds",
+                "Unix time of a model's last successful snapshot.",
+                &["model"],
+            ),
             http_requests: counter(
                 &r,
                 "streampca_http_requests_total",
@@ -228,6 +276,41 @@ impl Metrics {
     pub fn model_created(&self, model: &str) {
         self.model_samples.with_label_values(&[model]).set(0.0);
         self.model_converged.with_label_values(&[model]).set(0.0);
+        // Counters start at 0 so `increase()` sees the first failure.
+        for c in [
+            &self.wal_append_failures,
+            &self.snapshot_failures,
+            &self.wal_torn_records,
+        ] {
+            c.with_label_values(&[model]).inc_by(0);
+        }
+    }
+
+    /// Records a batch refused because the log could not take it.
+    pub fn wal_append_failed(&self, model: &str) {
+        self.wal_append_failures.with_label_values(&[model]).inc();
+    }
+
+    /// Records one durability wait of `elapsed`.
+    pub fn wal_fsync_waited(&self, elapsed: Duration) {
+        self.wal_fsync_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a torn or corrupt log tail found at recovery.
+    pub fn wal_torn_record(&self, model: &str) {
+        self.wal_torn_records.with_label_values(&[model]).inc();
+    }
+
+    /// Records a failed snapshot.
+    pub fn snapshot_failed(&self, model: &str) {
+        self.snapshot_failures.with_label_values(&[model]).inc();
+    }
+
+    /// Records a successful snapshot at Unix time `unix_seconds`.
+    pub fn snapshot_succeeded(&self, model: &str, unix_seconds: f64) {
+        self.snapshot_last_success
+            .with_label_values(&[model])
+            .set(unix_seconds);
     }
 
     /// Records an accepted batch of `rows` rows; `samples` is the model's new count.
@@ -308,6 +391,9 @@ impl Metrics {
             &self.samples_ingested,
             &self.batches_ingested,
             &self.training_steps,
+            &self.wal_append_failures,
+            &self.snapshot_failures,
+            &self.wal_torn_records,
         ] {
             let _ = v.remove_label_values(&[model]);
         }
@@ -317,6 +403,7 @@ impl Metrics {
             &self.model_max_error_bound,
             &self.model_converged,
             &self.model_drift,
+            &self.snapshot_last_success,
         ] {
             let _ = v.remove_label_values(&[model]);
         }

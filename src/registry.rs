@@ -13,12 +13,22 @@
 //!   fit or an update.
 //! - The registry's map lock is held only to look up, insert or remove a name.
 //!
-//! No HTTP types here except [`ApiError`] as the error vocabulary; no I/O.
+//! - Durability (when the registry has a [`Store`]): the batch is appended to the
+//!   model's write-ahead log under the same mutex, so log order is sequence order, and
+//!   made durable *outside* it ([`persistence::Wal::wait`]) so concurrent producers
+//!   share one fsync; only then is the batch acknowledged. Creation, deletion and
+//!   snapshot import go through the store under the registry's map lock, so a name's
+//!   directory and its live model never disagree.
+//!
+//! No HTTP types here except [`ApiError`] as the error vocabulary. File I/O happens only
+//! through [`persistence`] and only when a store is attached: call the methods that
+//! may touch the disk from blocking threads.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::http::error::{ApiError, ERROR_CODES};
 use crate::metrics::Metrics;
@@ -26,6 +36,7 @@ use crate::pca::{
     Accumulator, AccumulatorParts, Components, FitParams, OptimizerKind, PcaError, Trainer,
     TrainerState, ValidParams,
 };
+use crate::persistence::{self, BatchData, ModelStore, Snapshot, Store, WalRecord};
 
 /// Largest input or target dimension a model may have. The accumulator holds an n×n
 /// float64 scatter and the trainer clones it per fit: 16 384 is 2 GiB each, while
@@ -48,6 +59,54 @@ fn read<T: Clone>(l: &RwLock<T>) -> T {
 
 fn write<T>(l: &RwLock<T>, value: T) {
     *l.write().unwrap_or_else(PoisonError::into_inner) = value;
+}
+
+/// Checks a batch's shapes and finiteness against the model before it is logged, so
+/// the accumulator can then reject it only for overflow (see [`Model::ingest`]). Cheap
+/// next to the update itself (O(rows·n) against O(rows·n²)).
+fn check_batch(batch: &Batch, c: &ModelConfig) -> Result<(), ApiError> {
+    if batch.rows == 0 || batch.x.is_empty() {
+        return Err(ApiError::EmptyBatch);
+    }
+    if batch.x.len() != batch.rows * c.dim {
+        return Err(ApiError::DimensionMismatch(format!(
+            "x has {} values, expected {} rows of {}",
+            batch.x.len(),
+            batch.rows,
+            c.dim
+        )));
+    }
+    match (c.target_dim, &batch.y) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "y",
+                "this model has no targets (target_dim not set)",
+            ))
+        }
+        (Some(_), None) => {
+            return Err(ApiError::invalid(
+                "y",
+                "this regression model needs targets",
+            ))
+        }
+        (Some(m), Some(y)) => {
+            if y.len() != batch.rows * m {
+                return Err(ApiError::DimensionMismatch(format!(
+                    "y has {} values, expected {} rows of {m}",
+                    y.len(),
+                    batch.rows
+                )));
+            }
+        }
+    }
+    let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+    if !finite(&batch.x) || !batch.y.as_deref().is_none_or(finite) {
+        return Err(ApiError::NonFinite(
+            "the batch holds NaN or infinity".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `name` is a valid model name: `[a-z0-9][a-z0-9_-]{0,63}`.
@@ -136,6 +195,47 @@ impl ModelConfig {
     }
 }
 
+impl ModelConfig {
+    /// The storage layer's record of this configuration.
+    pub fn to_stored(&self) -> persistence::ModelConfig {
+        persistence::ModelConfig {
+            name: self.name.clone(),
+            dim: self.dim,
+            components: self.components,
+            target_dim: self.target_dim,
+            half_life: self.half_life,
+            optimizer: self.optimizer.as_str().to_owned(),
+            tolerance: self.tolerance,
+        }
+    }
+
+    /// The configuration recorded by the storage layer, checked like a new model's.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidParameter`] for an unknown optimiser or a field out of range.
+    pub fn from_stored(c: &persistence::ModelConfig) -> Result<Self, ApiError> {
+        let optimizer = OptimizerKind::parse(&c.optimizer).ok_or_else(|| {
+            ApiError::invalid("optimizer", format!("unknown optimizer `{}`", c.optimizer))
+        })?;
+        let config = Self {
+            name: c.name.clone(),
+            dim: c.dim,
+            components: c.components,
+            target_dim: c.target_dim,
+            half_life: c.half_life,
+            optimizer,
+            tolerance: c.tolerance,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Maps a storage failure on a request path to the API's vocabulary.
+pub fn storage_error(e: &persistence::Error) -> ApiError {
+    ApiError::StorageUnavailable(e.to_string())
+}
+
 /// A validated mini-batch: `rows` rows, `x` row-major rows×dim, `y` row-major
 /// rows×target_dim for regression models. Built by the HTTP layer's body parsers.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,6 +312,52 @@ pub struct ModelSnapshot {
     pub trainer: TrainerState,
 }
 
+impl ModelSnapshot {
+    /// The storage layer's snapshot of this state.
+    pub fn to_stored(&self) -> Snapshot {
+        Snapshot {
+            config: self.config.to_stored(),
+            sequence: self.counters.sequence,
+            batches: self.counters.batches,
+            accumulator: self.accumulator.clone(),
+            trainer: self.trainer.clone(),
+        }
+    }
+
+    /// The state a stored snapshot holds, checked (config ranges, accumulator shapes
+    /// and finiteness) before anything is built from it.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidSnapshot`] saying what is wrong.
+    pub fn from_stored(s: Snapshot) -> Result<Self, ApiError> {
+        s.validate()
+            .map_err(|e| ApiError::InvalidSnapshot(e.to_string()))?;
+        let config = ModelConfig::from_stored(&s.config)
+            .map_err(|e| ApiError::InvalidSnapshot(e.to_string()))?;
+        let acc = Accumulator::from_parts(s.accumulator.clone())
+            .map_err(|e| ApiError::InvalidSnapshot(e.to_string()))?;
+        Ok(Self {
+            config,
+            counters: Counters {
+                samples: acc.count(),
+                batches: s.batches,
+                sequence: s.sequence,
+            },
+            accumulator: s.accumulator,
+            trainer: s.trainer,
+        })
+    }
+}
+
+/// When a model was last snapshotted.
+#[derive(Debug, Clone, Copy)]
+struct SnapshotMark {
+    /// Sequence the last snapshot covered (`None` before the first in this process).
+    sequence: Option<u64>,
+    /// When it was written (or the model was loaded).
+    at: Instant,
+}
+
 /// One live model.
 #[derive(Debug)]
 pub struct Model {
@@ -229,6 +375,15 @@ pub struct Model {
     /// ingest cannot recreate its series.
     alive: Mutex<bool>,
     metrics: Arc<Metrics>,
+    /// The model's files (log and snapshots); `None` when the registry runs without a
+    /// data directory (unit tests).
+    store: Option<ModelStore>,
+    /// Serialises snapshot writes of this model (they must not go backwards in
+    /// sequence) and guards them against deletion: `deleted` is set under it.
+    snapshot_mark: Mutex<SnapshotMark>,
+    /// Set (under `snapshot_mark`) before the model's directory is deleted, so a late
+    /// snapshot cannot write into a directory a new model of the same name now owns.
+    deleted: AtomicBool,
 }
 
 impl Model {
@@ -236,6 +391,7 @@ impl Model {
         config: ModelConfig,
         params: ValidParams,
         metrics: Arc<Metrics>,
+        store: Option<ModelStore>,
     ) -> Result<Self, ApiError> {
         let acc = Accumulator::new(config.dim, config.target_dim, config.half_life)?;
         Ok(Self::from_parts(
@@ -245,6 +401,7 @@ impl Model {
             Counters::default(),
             Published::default(),
             metrics,
+            store,
         ))
     }
 
@@ -255,6 +412,7 @@ impl Model {
         counters: Counters,
         published: Published,
         metrics: Arc<Metrics>,
+        store: Option<ModelStore>,
     ) -> Self {
         Self {
             config,
@@ -266,6 +424,12 @@ impl Model {
             wake_cv: Condvar::new(),
             alive: Mutex::new(true),
             metrics,
+            store,
+            snapshot_mark: Mutex::new(SnapshotMark {
+                sequence: None,
+                at: Instant::now(),
+            }),
+            deleted: AtomicBool::new(false),
         }
     }
 
@@ -285,19 +449,61 @@ impl Model {
     }
 
     /// Applies one validated batch, whole or not at all, assigns it the next sequence
-    /// number and wakes the trainer. Concurrent calls are serialised: the accumulator
-    /// always equals a serial accumulation of every acknowledged batch in sequence order.
+    /// number, makes it durable (when a store is attached) and wakes the trainer.
+    /// Concurrent calls are serialised: the accumulator always equals a serial
+    /// accumulation of every acknowledged batch in sequence order.
+    ///
+    /// Order, and why: shapes and finiteness are checked first, then under the model
+    /// lock the batch is written to the log *before* the accumulator sees it. So a
+    /// failed log write changes nothing (503, no sequence used), and no batch is ever
+    /// in memory without being in the log. The only way the update can then fail is a
+    /// batch whose magnitude would overflow the scatter: the accumulator is unchanged,
+    /// the sequence number stays used (the log holds it; replay rejects it the same
+    /// way, deterministically) and the caller gets the error. The durability wait is
+    /// outside the lock (group commit); if it fails the log is poisoned, the caller
+    /// gets 503 and every later batch for this model is refused until a restart
+    /// recovers exactly what reached the disk.
     ///
     /// # Errors
     /// [`ApiError::DimensionMismatch`], [`ApiError::NonFinite`], [`ApiError::EmptyBatch`]
-    /// or [`ApiError::InvalidParameter`] from the accumulator (then nothing changed).
+    /// or [`ApiError::InvalidParameter`] for a bad batch (then nothing changed);
+    /// [`ApiError::StorageUnavailable`] when the log cannot take it.
     pub fn ingest(&self, batch: &Batch) -> Result<IngestReceipt, ApiError> {
-        let receipt = {
+        check_batch(batch, &self.config)?;
+        let mut record = self.store.as_ref().map(|_| WalRecord {
+            sequence: 0,
+            dim: self.config.dim,
+            target_dim: self.config.target_dim,
+            data: BatchData::F64 {
+                x: batch.x.clone(),
+                y: batch.y.clone(),
+            },
+        });
+        let (receipt, ticket) = {
             let mut st = lock(&self.ingest);
-            st.acc.update(&batch.x, batch.y.as_deref())?;
-            // Durability hook: append (sequence, batch) to the log here, before the
-            // counters move and before the caller acknowledges.
-            st.counters.sequence += 1;
+            let sequence = st.counters.sequence + 1;
+            let ticket = match (&self.store, record.as_mut()) {
+                (Some(store), Some(record)) => {
+                    record.sequence = sequence;
+                    match store.wal().write(record) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            drop(st);
+                            return Err(self.wal_failed(&e));
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if let Err(e) = st.acc.update(&batch.x, batch.y.as_deref()) {
+                if ticket.is_some() {
+                    // Logged: the number is used (see above).
+                    st.counters.sequence = sequence;
+                    write(&self.counters, st.counters);
+                }
+                return Err(e.into());
+            }
+            st.counters.sequence = sequence;
             st.counters.batches += 1;
             st.counters.samples = st.acc.count();
             write(&self.counters, st.counters);
@@ -307,15 +513,99 @@ impl Model {
                 self.metrics
                     .batch_accepted(&self.config.name, batch.rows, st.counters.samples);
             }
-            IngestReceipt {
-                accepted: batch.rows,
-                samples: st.counters.samples,
-                sequence: st.counters.sequence,
-            }
+            (
+                IngestReceipt {
+                    accepted: batch.rows,
+                    samples: st.counters.samples,
+                    sequence: st.counters.sequence,
+                },
+                ticket,
+            )
         };
         lock(&self.wake).pending = true;
         self.wake_cv.notify_one();
+        if let (Some(store), Some(ticket)) = (&self.store, ticket) {
+            let start = Instant::now();
+            store.wal().wait(ticket).map_err(|e| self.wal_failed(&e))?;
+            self.metrics.wal_fsync_waited(start.elapsed());
+        }
         Ok(receipt)
+    }
+
+    /// Records that the snapshot on disk covers `sequence` (after recovery), so the
+    /// schedule counts from there.
+    pub fn mark_snapshotted(&self, sequence: Option<u64>) {
+        *lock(&self.snapshot_mark) = SnapshotMark {
+            sequence,
+            at: Instant::now(),
+        };
+    }
+
+    fn wal_failed(&self, e: &persistence::Error) -> ApiError {
+        tracing::error!(model = %self.config.name, error = %e, "write-ahead log append failed");
+        if *lock(&self.alive) {
+            self.metrics.wal_append_failed(&self.config.name);
+        }
+        storage_error(e)
+    }
+
+    /// Writes a snapshot if one is due: the sequence advanced by `every_batches` since
+    /// the last one, or advanced at all and `interval` passed. `force` writes one
+    /// whenever the model changed since the last snapshot of this process, or none was
+    /// written yet (shutdown). Returns whether one was written.
+    ///
+    /// # Errors
+    /// The storage failure (also counted in the metrics and logged by the caller).
+    pub fn snapshot_if_due(
+        &self,
+        every_batches: u64,
+        interval: Duration,
+        force: bool,
+    ) -> Result<bool, persistence::Error> {
+        let Some(store) = &self.store else {
+            return Ok(false);
+        };
+        let mut mark = lock(&self.snapshot_mark);
+        if self.deleted.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let sequence = self.counters().sequence;
+        let due = match mark.sequence {
+            None => force || sequence > 0,
+            Some(last) if sequence > last => {
+                force || sequence - last >= every_batches || mark.at.elapsed() >= interval
+            }
+            Some(_) => false,
+        };
+        if !due {
+            return Ok(false);
+        }
+        let snap = self.snapshot();
+        let result = store.write_snapshot(&snap.to_stored());
+        let alive = lock(&self.alive);
+        match result {
+            Ok(w) => {
+                *mark = SnapshotMark {
+                    sequence: Some(snap.counters.sequence),
+                    at: Instant::now(),
+                };
+                if *alive {
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    self.metrics.snapshot_succeeded(&self.config.name, now);
+                }
+                tracing::debug!(model = %self.config.name, sequence = snap.counters.sequence,
+                    path = %w.path.display(), wal_records_dropped = w.wal_records_dropped, "snapshot written");
+                Ok(true)
+            }
+            Err(e) => {
+                if *alive {
+                    self.metrics.snapshot_failed(&self.config.name);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Records a rejected batch in the metrics (only while the model exists).
@@ -440,24 +730,42 @@ pub enum Created {
 /// All live models by name.
 #[derive(Debug)]
 pub struct Registry {
+    /// Held only to look up, insert or remove a name, and (with a store) across the
+    /// directory create/delete of that name, so disk and memory agree; creates and
+    /// deletes are rare and each costs a few fsyncs.
     models: RwLock<HashMap<String, Entry>>,
     metrics: Arc<Metrics>,
+    /// The data directory; `None` runs in memory only (unit tests).
+    store: Option<Arc<Store>>,
 }
 
 impl Registry {
-    /// An empty registry reporting to `metrics`.
+    /// An empty, in-memory registry reporting to `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             models: RwLock::new(HashMap::new()),
             metrics,
+            store: None,
         }
     }
 
-    /// Creates a model and starts its trainer; idempotent for an identical configuration.
+    /// An empty registry whose models live in `store` (fill it with [`Registry::restore`]
+    /// from the store's recovery).
+    pub fn with_store(metrics: Arc<Metrics>, store: Arc<Store>) -> Self {
+        Self {
+            models: RwLock::new(HashMap::new()),
+            metrics,
+            store: Some(store),
+        }
+    }
+
+    /// Creates a model (durably, with a store) and starts its trainer; idempotent for an
+    /// identical configuration. Blocking with a store: call from a blocking context.
     ///
     /// # Errors
     /// [`ApiError::InvalidParameter`] for an invalid configuration;
     /// [`ApiError::ModelExists`] when the name is taken by another configuration;
+    /// [`ApiError::StorageUnavailable`] when the directory cannot be created;
     /// [`ApiError::Internal`] if the trainer thread cannot be spawned.
     pub fn create(&self, config: ModelConfig) -> Result<Created, ApiError> {
         let params = config.validate()?;
@@ -469,7 +777,13 @@ impl Registry {
                 Err(ApiError::ModelExists(config.name))
             };
         }
-        let model = Arc::new(Model::new(config, params.clone(), self.metrics.clone())?);
+        let store = self.create_dir(&config)?;
+        let model = Arc::new(Model::new(
+            config,
+            params.clone(),
+            self.metrics.clone(),
+            store,
+        )?);
         let entry = spawn_trainer(model.clone(), Trainer::new(params))?;
         self.metrics.model_created(&model.config.name);
         models.insert(model.config.name.clone(), entry);
@@ -477,12 +791,39 @@ impl Registry {
         Ok(Created::New(model))
     }
 
-    /// Restores a model from a snapshot (for the durability layer) and starts its
-    /// trainer, which fits the restored accumulator at once.
+    fn create_dir(&self, config: &ModelConfig) -> Result<Option<ModelStore>, ApiError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        store.create(&config.to_stored()).map(Some).map_err(|e| {
+            tracing::error!(model = %config.name, error = %e, "cannot create model directory");
+            storage_error(&e)
+        })
+    }
+
+    /// Restores a model from a snapshot and starts its trainer, which fits the restored
+    /// accumulator at once. `store` is the model's files (from recovery), if any.
     ///
     /// # Errors
     /// As [`Registry::create`], plus [`ApiError::Internal`] for inconsistent parts.
-    pub fn restore(&self, snap: ModelSnapshot) -> Result<Arc<Model>, ApiError> {
+    pub fn restore(
+        &self,
+        snap: ModelSnapshot,
+        store: Option<ModelStore>,
+    ) -> Result<Arc<Model>, ApiError> {
+        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+        if models.contains_key(&snap.config.name) {
+            return Err(ApiError::ModelExists(snap.config.name));
+        }
+        self.insert_restored(&mut models, snap, store)
+    }
+
+    fn insert_restored(
+        &self,
+        models: &mut HashMap<String, Entry>,
+        snap: ModelSnapshot,
+        store: Option<ModelStore>,
+    ) -> Result<Arc<Model>, ApiError> {
         let params = snap.config.validate()?;
         let acc = Accumulator::from_parts(snap.accumulator)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -492,10 +833,6 @@ impl Registry {
             trainer: snap.trainer,
             ..Published::default()
         };
-        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
-        if models.contains_key(&snap.config.name) {
-            return Err(ApiError::ModelExists(snap.config.name));
-        }
         let model = Arc::new(Model::from_parts(
             snap.config,
             params,
@@ -503,12 +840,43 @@ impl Registry {
             snap.counters,
             published,
             self.metrics.clone(),
+            store,
         ));
         lock(&model.wake).pending = true;
         let entry = spawn_trainer(model.clone(), trainer)?;
         self.metrics.model_created(&model.config.name);
         models.insert(model.config.name.clone(), entry);
         self.metrics.set_models(models.len());
+        Ok(model)
+    }
+
+    /// Replaces (or creates) the model named by the snapshot's config with the
+    /// snapshot's state, durably: the old model (if any) is deleted, a fresh directory
+    /// is created and the snapshot written into it before the new model is served.
+    /// The snapshot must be validated already ([`ModelSnapshot::from_stored`]).
+    ///
+    /// Not atomic on disk: a crash between the delete and the snapshot write leaves the
+    /// model absent or empty (the import was not acknowledged, so the client retries).
+    /// Blocking: call from a blocking context.
+    ///
+    /// # Errors
+    /// [`ApiError::StorageUnavailable`]; [`ApiError::Internal`].
+    pub fn import(&self, snap: ModelSnapshot) -> Result<Arc<Model>, ApiError> {
+        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+        let name = snap.config.name.clone();
+        if let Some(old) = models.remove(&name) {
+            self.metrics.set_models(models.len());
+            self.retire_entry(old)?;
+        }
+        let store = self.create_dir(&snap.config)?;
+        if let Some(store) = &store {
+            store.write_snapshot(&snap.to_stored()).map_err(|e| {
+                tracing::error!(model = %name, error = %e, "cannot write imported snapshot");
+                storage_error(&e)
+            })?;
+        }
+        let model = self.insert_restored(&mut models, snap, store)?;
+        model.mark_snapshotted(Some(model.counters().sequence));
         Ok(model)
     }
 
@@ -532,25 +900,62 @@ impl Registry {
         all
     }
 
-    /// Deletes a model: stops its trainer (without waiting for a running fit) and
-    /// removes its metric series.
+    /// Deletes a model (durably, with a store): stops its trainer (without waiting for
+    /// a running fit), removes its directory and its metric series. Blocking with a
+    /// store: call from a blocking context.
     ///
     /// # Errors
-    /// [`ApiError::ModelNotFound`].
+    /// [`ApiError::ModelNotFound`]; [`ApiError::StorageUnavailable`] when the directory
+    /// cannot be removed (the model then stays).
     pub fn delete(&self, name: &str) -> Result<(), ApiError> {
-        let entry = {
-            let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
-            let e = models
-                .remove(name)
-                .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))?;
-            self.metrics.set_models(models.len());
-            e
-        };
+        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = models
+            .remove(name)
+            .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))?;
+        if let Err(e) = self.retire_entry_dir(&entry) {
+            entry.model.deleted.store(false, Ordering::Release);
+            models.insert(name.to_owned(), entry);
+            return Err(e);
+        }
+        self.metrics.set_models(models.len());
+        drop(models);
         entry.model.stop();
         entry.model.retire();
         // The thread finishes its current fit (if any) on its own; it holds only its Arc.
         drop(entry.thread);
         Ok(())
+    }
+
+    /// Marks the model deleted (so no snapshot writes into its directory any more) and
+    /// deletes the directory.
+    fn retire_entry_dir(&self, entry: &Entry) -> Result<(), ApiError> {
+        let _mark = lock(&entry.model.snapshot_mark);
+        entry.model.deleted.store(true, Ordering::Release);
+        if let Some(store) = &self.store {
+            store.delete(&entry.model.config.name).map_err(|e| {
+                tracing::error!(model = %entry.model.config.name, error = %e, "cannot delete model directory");
+                storage_error(&e)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn retire_entry(&self, entry: Entry) -> Result<(), ApiError> {
+        self.retire_entry_dir(&entry)?;
+        entry.model.stop();
+        entry.model.retire();
+        drop(entry.thread);
+        Ok(())
+    }
+
+    /// Writes the snapshots that are due (see [`Model::snapshot_if_due`]); failures are
+    /// logged and counted, and retried next time. Blocking.
+    pub fn snapshot_due(&self, every_batches: u64, interval: Duration, force: bool) {
+        for m in self.list() {
+            if let Err(e) = m.snapshot_if_due(every_batches, interval, force) {
+                tracing::error!(model = %m.config.name, error = %e, "snapshot failed");
+            }
+        }
     }
 
     /// Stops every trainer and waits for them to finish their current fit. Blocking:

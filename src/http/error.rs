@@ -25,6 +25,8 @@ pub const ERROR_CODES: &[&str] = &[
     "route_not_found",
     "method_not_allowed",
     "unavailable",
+    "invalid_snapshot",
+    "storage_unavailable",
     "internal",
 ];
 
@@ -78,6 +80,14 @@ pub enum ApiError {
     /// The service is shutting down.
     #[error("the service is shutting down")]
     Unavailable,
+    /// An uploaded snapshot does not decode or is inconsistent (the message says where).
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
+    /// The data directory could not record the change (disk full, I/O error, or the
+    /// model's log is unusable after an earlier failure). Nothing was acknowledged; the
+    /// detail is logged, not returned.
+    #[error("storage unavailable: the change could not be made durable")]
+    StorageUnavailable(String),
     /// A bug or an environment failure; the detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -112,6 +122,8 @@ impl ApiError {
             Self::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::InvalidSnapshot(_) => (StatusCode::BAD_REQUEST, "invalid_snapshot"),
+            Self::StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -146,6 +158,10 @@ impl IntoResponse for ApiError {
                 tracing::error!(detail = %detail, "internal error");
                 self.to_string()
             }
+            Self::StorageUnavailable(detail) => {
+                tracing::error!(detail = %detail, "storage error");
+                self.to_string()
+            }
             _ => self.to_string(),
         };
         (
@@ -177,6 +193,8 @@ mod tests {
             ApiError::RouteNotFound("/x".into()),
             ApiError::MethodNotAllowed,
             ApiError::Unavailable,
+            ApiError::InvalidSnapshot("x".into()),
+            ApiError::StorageUnavailable("x".into()),
             ApiError::Internal("x".into()),
         ];
         for e in all {

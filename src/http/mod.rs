@@ -8,6 +8,7 @@ pub mod error;
 pub mod models;
 pub mod project;
 pub mod samples;
+pub mod snapshot;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/models/{name}/samples"),
     ("GET", "/v1/models/{name}/components"),
     ("POST", "/v1/models/{name}/project"),
+    ("GET", "/v1/models/{name}/snapshot"),
+    ("PUT", "/v1/models/{name}/snapshot"),
 ];
 
 /// State shared by every handler. Cheap to clone.
@@ -65,6 +68,10 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/models/{name}/samples", post(samples::ingest))
         .route("/v1/models/{name}/components", get(components::get))
         .route("/v1/models/{name}/project", post(project::project))
+        .route(
+            "/v1/models/{name}/snapshot",
+            get(snapshot::export).put(snapshot::import),
+        )
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

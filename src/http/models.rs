@@ -112,7 +112,12 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateModel>,
 ) -> Result<(StatusCode, Json<ModelStatus>), ApiError> {
     let config = ModelConfig::try_from(body)?;
-    match state.registry.create(config)? {
+    let registry = state.registry.clone();
+    // Creating the model's directory fsyncs: off the async runtime.
+    let created = tokio::task::spawn_blocking(move || registry.create(config))
+        .await
+        .map_err(|e| ApiError::Internal(format!("create task failed: {e}")))??;
+    match created {
         Created::New(m) => {
             tracing::info!(model = %m.config().name, "model created");
             Ok((StatusCode::CREATED, Json(ModelStatus::of(&m))))
@@ -147,7 +152,11 @@ pub async fn delete(
     State(state): State<AppState>,
     ModelName(name): ModelName,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.delete(&name)?;
+    let registry = state.registry.clone();
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || registry.delete(&n))
+        .await
+        .map_err(|e| ApiError::Internal(format!("delete task failed: {e}")))??;
     tracing::info!(model = %name, "model deleted");
     Ok(StatusCode::NO_CONTENT)
 }

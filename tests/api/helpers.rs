@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    _data_dir: tempfile::TempDir,
+    _data_dir: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<bool>>,
 }
@@ -40,6 +40,19 @@ pub async fn spawn_app_with(f: impl FnOnce(Settings) -> Settings) -> TestApp {
         data_dir: data_dir.path().join("data"),
         ..Settings::default()
     });
+    start(settings, Some(data_dir)).await
+}
+
+/// Starts the service on an existing data directory (to test restarts).
+pub async fn spawn_app_in(data_dir: &std::path::Path) -> TestApp {
+    let settings = Settings {
+        data_dir: data_dir.to_owned(),
+        ..Settings::default()
+    };
+    start(settings, None).await
+}
+
+async fn start(settings: Settings, data_dir: Option<tempfile::TempDir>) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();

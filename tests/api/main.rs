@@ -4,6 +4,7 @@
 
 mod cli;
 mod concurrency;
+mod durability;
 mod errors;
 mod helpers;
 mod ingest;

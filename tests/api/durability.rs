@@ -1,0 +1,593 @@
+//! Durability end to end: graceful restart, export/import, torn and corrupt log tails,
+//! and the crash test (the real binary killed with SIGKILL at random moments).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use streampca::pca::Accumulator;
+use streampca::persistence::snapshot;
+
+use crate::helpers::{assert_error, spawn_app, spawn_app_in, spiked_rows};
+
+// ---------------------------------------------------------------------------------
+// The real binary.
+
+/// A `streampca` process on a free port with its own data directory.
+struct Server {
+    child: Child,
+    address: String,
+    client: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts the binary on `data_dir` and waits until `/readyz` answers 200.
+    async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_streampca"))
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(data_dir)
+                .arg("--log")
+                .arg("warn")
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let address = format!("http://127.0.0.1:{port}");
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // exited (e.g. the port was taken meanwhile): retry
+                }
+                if let Ok(r) = client.get(format!("{address}/readyz")).send().await {
+                    if r.status() == StatusCode::OK {
+                        return Self {
+                            child,
+                            address,
+                            client,
+                        };
+                    }
+                }
+                assert!(Instant::now() < deadline, "server did not become ready");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        panic!("could not start the server");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// SIGKILL, then reap.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    async fn status(&self, name: &str) -> Value {
+        let r = self
+            .client
+            .get(self.url(&format!("/v1/models/{name}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    async fn export(&self, name: &str) -> snapshot::Snapshot {
+        let r = self
+            .client
+            .get(self.url(&format!("/v1/models/{name}/snapshot")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        snapshot::decode(&r.bytes().await.unwrap()).unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const DIM: usize = 8;
+
+/// Rows of batch `index` of producer `producer`: deterministic, exactly representable
+/// in f32, `rows_of(producer)` rows.
+fn batch_rows(producer: usize, index: usize) -> Vec<f32> {
+    let rows = rows_of(producer);
+    let mut rng = StdRng::seed_from_u64((producer as u64) << 32 | index as u64);
+    (0..rows * DIM)
+        .map(|i| {
+            let base = (i % DIM) as f32 * 0.25;
+            base + f32::from(rng.gen_range(-1000i16..1000)) / 64.0
+        })
+        .collect()
+}
+
+/// Producers use row counts 3·2^p, so any subset of in-flight batches (at most one per
+/// producer) is identified by its total row count.
+fn rows_of(producer: usize) -> usize {
+    3 << producer
+}
+
+fn f32_body(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn apply(acc: &mut Accumulator, values: &[f32]) {
+    let x: Vec<f64> = values.iter().map(|v| f64::from(*v)).collect();
+    acc.update(&x, None).unwrap();
+}
+
+async fn create(client: &reqwest::Client, base: &str, name: &str) {
+    let r = client
+        .post(format!("{base}/v1/models"))
+        .json(&json!({"name": name, "dim": DIM, "components": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+}
+
+async fn post_batch(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+    values: &[f32],
+) -> Result<Value, String> {
+    let r = client
+        .post(format!("{base}/v1/models/{name}/samples"))
+        .header("content-type", "application/octet-stream")
+        .body(f32_body(values))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status() != StatusCode::OK {
+        return Err(format!("status {}", r.status()));
+    }
+    r.json().await.map_err(|e| e.to_string())
+}
+
+/// `wal.log` of model `name`.
+fn wal_path(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("models").join(name).join("wal.log")
+}
+
+// ---------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test]
+async fn a_graceful_restart_restores_the_state_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    app.create_autoencoder("m", 6, 2).await;
+    let rows = spiked_rows(6, 300, 7);
+    for chunk in rows.chunks(37) {
+        app.ingest_json("m", chunk).await;
+    }
+    let before = app
+        .client
+        .get(app.url("/v1/models/m/snapshot"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let status_before = app.status("m").await;
+    assert!(app.stop().await);
+
+    let app = spawn_app_in(dir.path()).await;
+    let after = app
+        .client
+        .get(app.url("/v1/models/m/snapshot"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (a, b) = (
+        snapshot::decode(&before).unwrap(),
+        snapshot::decode(&after).unwrap(),
+    );
+    assert_eq!(a.config, b.config);
+    assert_eq!((a.sequence, a.batches), (b.sequence, b.batches));
+    // Bit for bit: compare the encodings of the accumulators alone.
+    let bits = |s: &snapshot::Snapshot| {
+        let mut s = s.clone();
+        s.trainer = Default::default();
+        snapshot::encode(&s).unwrap()
+    };
+    assert_eq!(bits(&a), bits(&b));
+    let status_after = app.status("m").await;
+    for k in ["samples", "batches", "sequence"] {
+        assert_eq!(status_before[k], status_after[k], "{k}");
+    }
+    assert!(app.stop().await);
+}
+
+#[tokio::test]
+async fn an_exported_snapshot_imports_as_a_copy_and_bad_bytes_are_refused() {
+    let app = spawn_app().await;
+    app.create_autoencoder("src", 5, 2).await;
+    app.ingest_json("src", &spiked_rows(5, 120, 3)).await;
+    let bytes = app
+        .client
+        .get(app.url("/v1/models/src/snapshot"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+
+    let put = |name: &str, body: Vec<u8>| {
+        app.client
+            .put(app.url(&format!("/v1/models/{name}/snapshot")))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+    };
+    let r = put("copy", bytes.to_vec()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (s, c) = (app.status("src").await, app.status("copy").await);
+    assert_eq!(s["samples"], c["samples"]);
+    assert_eq!(s["sequence"], c["sequence"]);
+    // Replacing an existing model answers 200.
+    let r = put("copy", bytes.to_vec()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let mut flipped = bytes.to_vec();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    let msg = assert_error(
+        put("copy", flipped).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_snapshot",
+    )
+    .await;
+    assert!(msg.contains("checksum") || msg.contains("crc"), "{msg}");
+    assert_error(
+        put("copy", b"nonsense".to_vec()).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_snapshot",
+    )
+    .await;
+    // The failed imports changed nothing.
+    assert_eq!(app.status("copy").await["samples"], s["samples"]);
+}
+
+/// Kills the server after `batches` acknowledged batches, damages the log's last record
+/// with `damage`, restarts, and returns (the recovered status, the acknowledged row
+/// counts, the server).
+async fn crash_and_damage(dir: &Path, damage: impl FnOnce(&Path)) -> (Value, Vec<usize>, Server) {
+    let server = Server::start(dir, &[]).await;
+    create(&server.client, &server.address, "m").await;
+    let mut acked = Vec::new();
+    for i in 0..6 {
+        let p = i % 3;
+        let v = batch_rows(p, i);
+        post_batch(&server.client, &server.address, "m", &v)
+            .await
+            .unwrap();
+        acked.push(rows_of(p));
+    }
+    server.kill();
+    damage(&wal_path(dir, "m"));
+    let server = Server::start(dir, &[]).await;
+    (server.status("m").await, acked, server)
+}
+
+#[tokio::test]
+async fn a_log_cut_mid_record_recovers_to_the_last_whole_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, acked, server) = crash_and_damage(dir.path(), |wal| {
+        let len = std::fs::metadata(wal).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(wal).unwrap();
+        f.set_len(len - 10).unwrap();
+    })
+    .await;
+    let whole: usize = acked[..acked.len() - 1].iter().sum();
+    assert_eq!(status["samples"].as_f64(), Some(whole as f64));
+    assert_eq!(status["sequence"], json!(5));
+    assert!(server
+        .metrics()
+        .await
+        .contains("streampca_wal_torn_records_total{model=\"m\"} 1"));
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_the_last_record_recovers_to_the_record_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, acked, server) = crash_and_damage(dir.path(), |wal| {
+        let mut bytes = std::fs::read(wal).unwrap();
+        let n = bytes.len();
+        bytes[n - 5] ^= 0x01;
+        std::fs::write(wal, bytes).unwrap();
+    })
+    .await;
+    let whole: usize = acked[..acked.len() - 1].iter().sum();
+    assert_eq!(status["samples"].as_f64(), Some(whole as f64));
+    assert_eq!(status["sequence"], json!(5));
+    assert!(server
+        .metrics()
+        .await
+        .contains("streampca_wal_torn_records_total{model=\"m\"} 1"));
+    // The service goes on: the next batch gets the next sequence.
+    let v = batch_rows(0, 99);
+    let r = post_batch(&server.client, &server.address, "m", &v)
+        .await
+        .unwrap();
+    assert_eq!(r["sequence"], json!(6));
+}
+
+/// What producers saw in one cycle.
+#[derive(Default)]
+struct Seen {
+    /// Acknowledged: sequence → (producer, index).
+    acked: BTreeMap<u64, (usize, usize)>,
+    /// Sent without an answer (at most one per producer): (producer, index).
+    in_flight: Vec<(usize, usize)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_batches_survive_sigkill_at_random_moments() {
+    const CYCLES: usize = 20;
+    const PRODUCERS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    // The offline accumulation of exactly the batches the log holds, in sequence order.
+    let mut offline = Accumulator::new(DIM, None, None).unwrap();
+    let mut next_index = [0usize; PRODUCERS];
+    let mut last_sequence = 0u64;
+    let mut total_acked_rows = 0usize;
+    let started = Instant::now();
+    for cycle in 0..CYCLES {
+        let server = Server::start(dir.path(), &["--snapshot-every-batches", "50"]).await;
+        if cycle == 0 {
+            create(&server.client, &server.address, "m").await;
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut tasks = Vec::new();
+        for (p, &first) in next_index.iter().enumerate() {
+            let (client, base, seen) =
+                (server.client.clone(), server.address.clone(), seen.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = first;
+                loop {
+                    let v = batch_rows(p, i);
+                    seen.lock().unwrap().in_flight.push((p, i));
+                    let r = post_batch(&client, &base, "m", &v).await;
+                    let mut s = seen.lock().unwrap();
+                    match r {
+                        Ok(receipt) => {
+                            s.in_flight.retain(|b| *b != (p, i));
+                            let seq = receipt["sequence"].as_u64().unwrap();
+                            assert!(
+                                s.acked.insert(seq, (p, i)).is_none(),
+                                "sequence {seq} twice"
+                            );
+                        }
+                        Err(_) => return i + 1,
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
+        server.kill();
+        for (p, t) in tasks.into_iter().enumerate() {
+            next_index[p] = t.await.unwrap();
+        }
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+
+        let server = Server::start(dir.path(), &["--snapshot-every-batches", "50"]).await;
+        let status = server.status("m").await;
+        let acked_rows: usize = seen.acked.values().map(|(p, _)| rows_of(*p)).sum();
+        total_acked_rows += acked_rows;
+        let samples = status["samples"].as_f64().unwrap() as usize;
+        let in_flight_rows: usize = seen.in_flight.iter().map(|(p, _)| rows_of(*p)).sum();
+        assert!(
+            samples >= total_acked_rows && samples <= total_acked_rows + in_flight_rows,
+            "cycle {cycle}: {samples} samples, {total_acked_rows} acknowledged, {in_flight_rows} in flight"
+        );
+        // The surviving in-flight batches, identified by their row counts.
+        let extra = samples - total_acked_rows;
+        let survivors: Vec<(usize, usize)> = seen
+            .in_flight
+            .iter()
+            .copied()
+            .filter(|(p, _)| (extra / 3) & (1 << p) != 0)
+            .collect();
+        assert_eq!(
+            survivors.iter().map(|(p, _)| rows_of(*p)).sum::<usize>(),
+            extra
+        );
+        total_acked_rows += extra;
+        let sequence = status["sequence"].as_u64().unwrap();
+        assert_eq!(
+            sequence,
+            last_sequence + (seen.acked.len() + survivors.len()) as u64,
+            "cycle {cycle}: sequences are consecutive"
+        );
+        if let Some((&max_acked, _)) = seen.acked.last_key_value() {
+            assert!(max_acked <= sequence);
+        }
+        // Rebuild the log's order: acknowledged batches at their sequences, survivors in
+        // the gaps in some order; the recovered accumulator must equal one of them bit
+        // for bit.
+        let exported = server.export("m").await;
+        assert_eq!(exported.sequence, sequence);
+        let gaps: Vec<u64> = (last_sequence + 1..=sequence)
+            .filter(|s| !seen.acked.contains_key(s))
+            .collect();
+        let mut matched = None;
+        for order in permutations(&survivors) {
+            let mut acc = offline.clone();
+            let by_gap: HashMap<u64, (usize, usize)> =
+                gaps.iter().copied().zip(order.iter().copied()).collect();
+            for s in last_sequence + 1..=sequence {
+                let (p, i) = seen.acked.get(&s).copied().unwrap_or_else(|| by_gap[&s]);
+                apply(&mut acc, &batch_rows(p, i));
+            }
+            if acc.to_parts() == exported.accumulator {
+                matched = Some(acc);
+                break;
+            }
+        }
+        offline = matched.unwrap_or_else(|| {
+            panic!(
+                "cycle {cycle}: the recovered accumulator matches no order of the logged batches"
+            )
+        });
+        last_sequence = sequence;
+        server.kill();
+    }
+    assert!(total_acked_rows > 0);
+    let snapshots = std::fs::read_dir(dir.path().join("models").join("m"))
+        .unwrap()
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name();
+            n.to_string_lossy().starts_with("snapshot-")
+        })
+        .count();
+    assert!(
+        snapshots > 0,
+        "the schedule wrote no snapshot during the test"
+    );
+    eprintln!(
+        "crash test: {CYCLES} cycles, {last_sequence} batches, {total_acked_rows} rows in {:?}",
+        started.elapsed()
+    );
+}
+
+fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut out = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut p in permutations(&rest) {
+            p.insert(0, first);
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn created_and_deleted_models_stay_so_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    app.create_autoencoder("kept", 3, 1).await;
+    app.create_autoencoder("gone", 3, 1).await;
+    let metrics = app.metrics().await;
+    for m in [
+        "streampca_wal_append_failures_total{model=\"kept\"} 0",
+        "streampca_snapshot_failures_total{model=\"kept\"} 0",
+        "streampca_wal_torn_records_total{model=\"kept\"} 0",
+    ] {
+        assert!(metrics.contains(m), "{m} missing");
+    }
+    let r = app
+        .client
+        .delete(app.url("/v1/models/gone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!app.metrics().await.contains("model=\"gone\""));
+    assert!(app.stop().await);
+
+    let app = spawn_app_in(dir.path()).await;
+    let (s, v) = app.get_json("/v1/models").await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kept"]);
+    assert!(app.stop().await);
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_with_no_fallback_fails_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    app.create_autoencoder("m", 4, 2).await;
+    app.ingest_json("m", &spiked_rows(4, 50, 1)).await;
+    assert!(app.stop().await); // writes the final (and only) snapshot
+    let model_dir = dir.path().join("models").join("m");
+    let snap = std::fs::read_dir(&model_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snapshot-")
+        })
+        .expect("a snapshot was written at shutdown");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&snap, &bytes).unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let settings = streampca::config::Settings {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    let err = streampca::run(listener, settings, std::future::pending())
+        .await
+        .expect_err("start-up must fail");
+    let msg = format!("{err:#}");
+    let file = snap.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(msg.contains(&file), "{msg}");
+    // Never silently replaced: the damaged file is still there, unchanged.
+    assert_eq!(std::fs::read(&snap).unwrap(), bytes);
+}
