@@ -2,9 +2,11 @@
 //! are [`error::ApiError`]s; bodies are parsed in [`body`]. Handlers convert DTOs to
 //! registry/pca types, call one function, and return JSON.
 
+pub mod auth;
 pub mod body;
 pub mod components;
 pub mod error;
+pub mod guard;
 pub mod models;
 pub mod project;
 pub mod samples;
@@ -49,6 +51,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// False until start-up is complete and again once shutdown begins.
     pub ready: Arc<AtomicBool>,
+    /// API keys.
+    pub auth: Arc<auth::Auth>,
+    /// Limits and overload admission.
+    pub guard: Arc<guard::Guard>,
 }
 
 /// The application's router. `body_limit` is the largest accepted body in bytes.
@@ -67,6 +73,16 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/models/{name}/project", post(project::project))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Layers run outermost last-added: metrics see every answer; the key is checked
+        // before any admission slot is taken or any body is read.
+        .layer(middleware::from_fn_with_state(
+            state.guard.clone(),
+            guard::shed_and_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_key,
+        ))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,

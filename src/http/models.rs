@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::body::ApiJson;
 use super::error::ApiError;
 use super::{AppState, ModelName};
+use crate::config::Limits;
 use crate::pca::OptimizerKind;
 use crate::registry::{Created, Model, ModelConfig, DEFAULT_TOLERANCE};
 
@@ -51,6 +52,31 @@ impl TryFrom<CreateModel> for ModelConfig {
             tolerance: c.tolerance.unwrap_or(DEFAULT_TOLERANCE),
         })
     }
+}
+
+/// The configured `max_dim` and `max_components` (the registry checks its own, larger,
+/// hard caps and the rest of the configuration).
+fn check_limits(c: &ModelConfig, limits: &Limits) -> Result<(), ApiError> {
+    for (name, v) in [("dim", Some(c.dim)), ("target_dim", c.target_dim)] {
+        if let Some(v) = v {
+            if v > limits.max_dim {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("must be at most {} (max_dim), got {v}", limits.max_dim),
+                ));
+            }
+        }
+    }
+    if c.components > limits.max_components {
+        return Err(ApiError::invalid(
+            "components",
+            format!(
+                "must be at most {} (max_components), got {}",
+                limits.max_components, c.components
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A model's status.
@@ -112,6 +138,13 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateModel>,
 ) -> Result<(StatusCode, Json<ModelStatus>), ApiError> {
     let config = ModelConfig::try_from(body)?;
+    check_limits(&config, &state.guard.limits)?;
+    // Racy by design: concurrent creates may pass together and exceed the limit by at
+    // most the number of them (each is a small request); the registry stays unchanged.
+    let exists = state.registry.get(&config.name).is_ok();
+    if !exists && state.registry.list().len() >= state.guard.limits.max_models {
+        return Err(ApiError::TooManyModels(state.guard.limits.max_models));
+    }
     match state.registry.create(config)? {
         Created::New(m) => {
             tracing::info!(model = %m.config().name, "model created");
@@ -148,6 +181,7 @@ pub async fn delete(
     ModelName(name): ModelName,
 ) -> Result<StatusCode, ApiError> {
     state.registry.delete(&name)?;
+    state.guard.forget(&name);
     tracing::info!(model = %name, "model deleted");
     Ok(StatusCode::NO_CONTENT)
 }

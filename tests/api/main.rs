@@ -2,10 +2,12 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod auth;
 mod concurrency;
 mod errors;
 mod helpers;
 mod ingest;
+mod limits;
 mod metrics;
 mod models;
 mod openapi;
