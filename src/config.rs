@@ -227,8 +227,11 @@ impl AuthSettings {
 
 /// Default largest number of rows in one ingest batch.
 pub const DEFAULT_MAX_BATCH_ROWS: usize = 100_000;
-/// Default largest input (or target) dimension of a model.
-pub const DEFAULT_MAX_DIM: usize = 16_384;
+/// Default largest input (or target) dimension of a model: a 4096² float64 scatter is
+/// 128 MiB (the registry's hard cap, 16 384, would be 2 GiB).
+pub const DEFAULT_MAX_DIM: usize = 4096;
+/// Default budget for the scatter matrices of all models together (1 GiB).
+pub const DEFAULT_MAX_STATE_BYTES: u64 = 1 << 30;
 /// Default largest number of components of a model.
 pub const DEFAULT_MAX_COMPONENTS: usize = 1024;
 /// Default largest number of models.
@@ -251,7 +254,7 @@ pub struct Limits {
     #[arg(long, env = "STREAMPCA_MAX_BATCH_ROWS", default_value_t = DEFAULT_MAX_BATCH_ROWS)]
     pub max_batch_rows: usize,
     /// Largest input (and target) dimension of a model (at most 16384: the accumulator
-    /// holds an n×n float64 scatter, 2 GiB at 16384).
+    /// holds an n×n float64 scatter, 128 MiB at 4096 and 2 GiB at 16384).
     #[arg(long, env = "STREAMPCA_MAX_DIM", default_value_t = DEFAULT_MAX_DIM)]
     pub max_dim: usize,
     /// Largest number of components of a model.
@@ -260,6 +263,10 @@ pub struct Limits {
     /// Largest number of models.
     #[arg(long, env = "STREAMPCA_MAX_MODELS", default_value_t = DEFAULT_MAX_MODELS)]
     pub max_models: usize,
+    /// Budget in bytes for all models' scatter matrices together (8·(dim+target_dim)²
+    /// each); a model that would exceed it is refused with 409 `too_many_models`.
+    #[arg(long, env = "STREAMPCA_MAX_STATE_BYTES", default_value_t = DEFAULT_MAX_STATE_BYTES)]
+    pub max_state_bytes: u64,
     /// Largest number of rows in one projection request.
     #[arg(long, env = "STREAMPCA_MAX_QUERY_ROWS", default_value_t = DEFAULT_MAX_QUERY_ROWS)]
     pub max_query_rows: usize,
@@ -283,6 +290,7 @@ impl Default for Limits {
             max_dim: DEFAULT_MAX_DIM,
             max_components: DEFAULT_MAX_COMPONENTS,
             max_models: DEFAULT_MAX_MODELS,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             max_query_rows: DEFAULT_MAX_QUERY_ROWS,
             ingest_queue: DEFAULT_INGEST_QUEUE,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
@@ -311,6 +319,9 @@ impl Limits {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        if self.max_state_bytes == 0 {
+            return Err("max_state_bytes must be at least 1".into());
         }
         if self.request_timeout == 0 {
             return Err("request_timeout must be at least 1 second".into());

@@ -106,9 +106,9 @@ pub enum ApiError {
         /// The rows sent.
         got: usize,
     },
-    /// The configured number of models exists already.
-    #[error("too many models: the limit (max_models) is {0}; delete one first")]
-    TooManyModels(usize),
+    /// The configured number of models, or their memory budget, is used up.
+    #[error("too many models: {0}; delete one first")]
+    TooManyModels(String),
     /// Too much work in flight; retry after `Retry-After` seconds.
     #[error("overloaded: {0}; retry later")]
     Overloaded(String),
@@ -261,7 +261,7 @@ mod tests {
                 max: 1,
                 got: 2,
             },
-            ApiError::TooManyModels(1),
+            ApiError::TooManyModels("x".into()),
             ApiError::Overloaded("x".into()),
             ApiError::Timeout(1),
             ApiError::Internal("x".into()),

@@ -79,6 +79,13 @@ fn check_limits(c: &ModelConfig, limits: &Limits) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The bytes of a model's n×n float64 scatter, n = dim + target_dim: the state that
+/// dominates its memory (the trainer holds one more copy while fitting).
+fn state_bytes(c: &ModelConfig) -> u64 {
+    let n = c.row_width() as u64;
+    8 * n * n
+}
+
 /// A model's status.
 #[derive(Debug, Serialize)]
 pub struct ModelStatus {
@@ -141,9 +148,24 @@ pub async fn create(
     check_limits(&config, &state.guard.limits)?;
     // Racy by design: concurrent creates may pass together and exceed the limit by at
     // most the number of them (each is a small request); the registry stays unchanged.
-    let exists = state.registry.get(&config.name).is_ok();
-    if !exists && state.registry.list().len() >= state.guard.limits.max_models {
-        return Err(ApiError::TooManyModels(state.guard.limits.max_models));
+    let limits = &state.guard.limits;
+    if state.registry.get(&config.name).is_err() {
+        let models = state.registry.list();
+        if models.len() >= limits.max_models {
+            return Err(ApiError::TooManyModels(format!(
+                "the limit (max_models) is {}",
+                limits.max_models
+            )));
+        }
+        let used: u64 = models.iter().map(|m| state_bytes(m.config())).sum();
+        let want = state_bytes(&config);
+        if used.saturating_add(want) > limits.max_state_bytes {
+            return Err(ApiError::TooManyModels(format!(
+                "this model needs {want} bytes of accumulator state, {used} of the \
+                 budget (max_state_bytes) of {} are in use",
+                limits.max_state_bytes
+            )));
+        }
     }
     match state.registry.create(config)? {
         Created::New(m) => {

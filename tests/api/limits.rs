@@ -80,3 +80,20 @@ async fn huge_magnitude_values_are_refused_precisely() {
     let msg = assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "value_out_of_range").await;
     assert!(msg.contains("row 0, column 1"), "{msg}");
 }
+
+#[tokio::test]
+async fn models_beyond_the_state_budget_are_refused() {
+    // 8·64² = 32 KiB per 64-dimensional model; a budget of 40 KiB holds one.
+    let app = spawn_app_with(|mut s| {
+        s.limits.max_state_bytes = 40 * 1024;
+        s
+    })
+    .await;
+    app.create_autoencoder("a", 64, 1).await;
+    let r = app
+        .create_model(json!({"name": "b", "dim": 64, "components": 1}))
+        .await;
+    let msg = assert_error(r, StatusCode::CONFLICT, "too_many_models").await;
+    assert!(msg.contains("max_state_bytes"), "{msg}");
+    app.create_autoencoder("c", 8, 1).await;
+}
