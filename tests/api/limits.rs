@@ -97,3 +97,89 @@ async fn models_beyond_the_state_budget_are_refused() {
     assert!(msg.contains("max_state_bytes"), "{msg}");
     app.create_autoencoder("c", 8, 1).await;
 }
+
+/// Opens a raw connection and sends an ingest request whose body is only half written,
+/// so the request stays in flight until the connection is dropped.
+async fn half_sent_ingest(app: &crate::helpers::TestApp, model: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = app.address.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/models/{model}/samples HTTP/1.1\r\nhost: {addr}\r\n\
+         content-type: text/csv\r\ncontent-length: 100\r\n\r\n1,2\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.flush().await.unwrap();
+    s
+}
+
+#[tokio::test]
+async fn a_full_ingest_queue_answers_503_with_retry_after_and_changes_nothing() {
+    // Arrange: one batch in flight fills a queue of one.
+    let app = spawn_app_with(|mut s| {
+        s.limits.ingest_queue = 1;
+        s
+    })
+    .await;
+    app.create_autoencoder("m", 2, 1).await;
+    let _slow = half_sent_ingest(&app, "m").await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Act
+    let r = app.post_samples("m", "text/csv", b"1,2\n".to_vec()).await;
+    // Assert
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+    assert_eq!(app.status("m").await["batches"], 0);
+    // Another model has its own queue.
+    app.create_autoencoder("other", 2, 1).await;
+    let r = app
+        .post_samples("other", "text/csv", b"1,2\n".to_vec())
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_body_that_never_finishes_times_out_with_503_and_frees_its_slot() {
+    let app = spawn_app_with(|mut s| {
+        s.limits.ingest_queue = 1;
+        s.limits.request_timeout = 1;
+        s
+    })
+    .await;
+    app.create_autoencoder("m", 2, 1).await;
+    let mut slow = half_sent_ingest(&app, "m").await;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut slow, &mut buf),
+    )
+    .await
+    .expect("the server answers within the timeout")
+    .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    assert!(head.contains("\"timeout\""), "{head}");
+    let r = app.post_samples("m", "text/csv", b"1,2\n".to_vec()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn beyond_max_in_flight_requests_get_503_but_probes_still_answer() {
+    let app = spawn_app_with(|mut s| {
+        s.limits.max_in_flight = 1;
+        s
+    })
+    .await;
+    app.create_autoencoder("m", 2, 1).await;
+    let _slow = half_sent_ingest(&app, "m").await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = app.client.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+    let (status, _) = app.get_json("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+}
