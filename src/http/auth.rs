@@ -33,7 +33,13 @@ pub enum Access {
 /// not listed: an export holds the model's whole data summary (mean and scatter), which
 /// is more than the read key's components and projections reveal, so both need write.
 pub fn required_access(method: &Method, route: Option<&str>, metrics_auth: bool) -> Access {
-    match (method.as_str(), route.unwrap_or("")) {
+    // HEAD is answered by the GET handler, so it needs what GET needs.
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    match (method, route.unwrap_or("")) {
         ("GET", "/healthz" | "/readyz") => Access::Open,
         ("GET", "/metrics") if metrics_auth => Access::Read,
         ("GET", "/metrics") => Access::Open,
@@ -195,6 +201,10 @@ mod tests {
             Access::Write
         );
         assert_eq!(required_access(&Method::GET, None, false), Access::Write);
+        assert_eq!(
+            required_access(&Method::HEAD, Some("/healthz"), false),
+            Access::Open
+        );
     }
 
     #[test]

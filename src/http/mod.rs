@@ -73,6 +73,11 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/models/{name}/project", post(project::project))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // A bug that panics in a handler answers 500 `internal` (the panic is logged)
+        // instead of dropping the connection; the process is unaffected either way.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         // Layers run outermost last-added: metrics see every answer; the key is checked
         // before any admission slot is taken or any body is read.
         .layer(middleware::from_fn_with_state(
@@ -130,6 +135,15 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::Internal(format!("handler panicked: {detail}")).into_response()
 }
 
 async fn route_not_found(uri: Uri) -> ApiError {
