@@ -22,7 +22,9 @@ if ! command -v schemathesis >/dev/null 2>&1 ||
     ! schemathesis --version | grep -q "$SCHEMATHESIS_VERSION"; then
     python3 -m pip install --quiet "schemathesis==${SCHEMATHESIS_VERSION}"
 fi
-[[ -x "$BIN" ]] || cargo build --locked --bin streampca
+# `cargo test --no-run` builds the binary with the same features as the tests, so it
+# reuses their build (a plain `cargo build --bin` would recompile the dependencies).
+[[ -x "$BIN" ]] || cargo test --locked --no-run
 
 data_dir=$(mktemp -d)
 report_dir=$(mktemp -d)
