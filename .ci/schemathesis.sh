@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
-EXAMPLES=${EXAMPLES:-150}
+EXAMPLES=${EXAMPLES:-200}
+MIN_REQUESTS=${MIN_REQUESTS:-1000}
 BIN=${BIN:-target/debug/streampca}
 PORT=${PORT:-$((20000 + RANDOM % 20000))}
 WRITE_KEY=schemathesis-write-key
@@ -58,6 +59,10 @@ schemathesis run openapi.yaml \
 
 requests=$(grep -o '"request"' "$report_dir/events.ndjson" | wc -l || true)
 echo "schemathesis: ${requests} requests recorded; exit status ${status}"
+if [[ "$requests" -lt "$MIN_REQUESTS" ]]; then
+    echo "fewer than ${MIN_REQUESTS} requests were generated" >&2
+    status=1
+fi
 if grep -q "panicked" "$log"; then
     echo "the server panicked:" >&2
     grep -A5 panicked "$log" >&2
