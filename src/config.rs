@@ -112,6 +112,12 @@ pub struct Settings {
     /// `streampca_model_subspace_drift_radians` gauge).
     #[arg(long, env = "STREAMPCA_DRIFT_INTERVAL_SECS", default_value_t = 300.0)]
     pub drift_interval_secs: f64,
+    /// API keys (off unless a key is set).
+    #[command(flatten)]
+    pub auth: AuthSettings,
+    /// Request limits and overload protection.
+    #[command(flatten)]
+    pub limits: Limits,
 }
 
 impl Default for Settings {
@@ -126,6 +132,8 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             log: "info".into(),
             drift_interval_secs: 300.0,
+            auth: AuthSettings::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -157,11 +165,237 @@ impl Settings {
         if self.data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
         }
+        self.limits.validate()
+    }
+}
+
+/// A secret (an API key): its `Debug` never shows the value, so keys stay out of logs
+/// and panic messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value; call only to compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(\"[redacted]\")")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// API keys. With neither key set, every route is open (local use). `*_FILE` variants
+/// name a file holding the key (e.g. a mounted Kubernetes secret); surrounding
+/// whitespace is trimmed. Environment values are hidden from `--help`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthSettings {
+    /// Write key: create, ingest, delete, snapshots, and everything the read key allows.
+    #[arg(long, env = "STREAMPCA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+    /// File holding the write key.
+    #[arg(long, env = "STREAMPCA_API_KEY_FILE", conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
+    /// Read key: list, status, components, project.
+    #[arg(long, env = "STREAMPCA_READ_API_KEY", hide_env_values = true)]
+    pub read_api_key: Option<Secret>,
+    /// File holding the read key.
+    #[arg(
+        long,
+        env = "STREAMPCA_READ_API_KEY_FILE",
+        conflicts_with = "read_api_key"
+    )]
+    pub read_api_key_file: Option<PathBuf>,
+    /// Require the read key for `GET /metrics` too (open by default, for scrapers).
+    #[arg(long, env = "STREAMPCA_METRICS_AUTH", default_value_t = false)]
+    pub metrics_auth: bool,
+}
+
+/// The keys in force, after reading any `*_FILE`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// The write key.
+    pub write: Option<Secret>,
+    /// The read key.
+    pub read: Option<Secret>,
+}
+
+impl AuthSettings {
+    /// Resolves the keys, reading key files. Empty keys are refused (an empty key
+    /// would let an empty `Bearer` header in).
+    ///
+    /// # Errors
+    /// A message naming the unreadable file or the empty key (never the key itself).
+    pub fn keys(&self) -> Result<Keys, String> {
+        fn one(
+            name: &str,
+            value: Option<&Secret>,
+            file: Option<&PathBuf>,
+        ) -> Result<Option<Secret>, String> {
+            let key = match (value, file) {
+                (Some(v), _) => Some(v.expose().trim().to_owned()),
+                (None, Some(path)) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| format!("reading {name} file {}: {e}", path.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                (None, None) => None,
+            };
+            match key {
+                Some(k) if k.is_empty() => Err(format!("{name} is empty")),
+                Some(k) => Ok(Some(Secret(k))),
+                None => Ok(None),
+            }
+        }
+        Ok(Keys {
+            write: one("api_key", self.api_key.as_ref(), self.api_key_file.as_ref())?,
+            read: one(
+                "read_api_key",
+                self.read_api_key.as_ref(),
+                self.read_api_key_file.as_ref(),
+            )?,
+        })
+    }
+}
+
+/// Default largest number of rows in one ingest batch.
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 100_000;
+/// Default largest input (or target) dimension of a model: a 4096² float64 scatter is
+/// 128 MiB (the registry's hard cap, 16 384, would be 2 GiB).
+pub const DEFAULT_MAX_DIM: usize = 4096;
+/// Default budget for the scatter matrices of all models together (1 GiB).
+pub const DEFAULT_MAX_STATE_BYTES: u64 = 1 << 30;
+/// Default largest number of components of a model.
+pub const DEFAULT_MAX_COMPONENTS: usize = 1024;
+/// Default largest number of models.
+pub const DEFAULT_MAX_MODELS: usize = 1000;
+/// Default largest number of rows in one projection request.
+pub const DEFAULT_MAX_QUERY_ROWS: usize = 10_000;
+/// Default number of ingest batches in flight per model before 503.
+pub const DEFAULT_INGEST_QUEUE: usize = 64;
+/// Default number of requests in flight across the service before 503.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+/// Default request timeout, in seconds.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+
+/// Limits on what one request or client may ask for. Each has a safe default; a
+/// request over a limit gets a 4xx naming the limit and its value, and overload gets
+/// 503 with `Retry-After`.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Largest number of rows in one ingest batch.
+    #[arg(long, env = "STREAMPCA_MAX_BATCH_ROWS", default_value_t = DEFAULT_MAX_BATCH_ROWS)]
+    pub max_batch_rows: usize,
+    /// Largest input (and target) dimension of a model (at most 16384: the accumulator
+    /// holds an n×n float64 scatter, 128 MiB at 4096 and 2 GiB at 16384).
+    #[arg(long, env = "STREAMPCA_MAX_DIM", default_value_t = DEFAULT_MAX_DIM)]
+    pub max_dim: usize,
+    /// Largest number of components of a model.
+    #[arg(long, env = "STREAMPCA_MAX_COMPONENTS", default_value_t = DEFAULT_MAX_COMPONENTS)]
+    pub max_components: usize,
+    /// Largest number of models.
+    #[arg(long, env = "STREAMPCA_MAX_MODELS", default_value_t = DEFAULT_MAX_MODELS)]
+    pub max_models: usize,
+    /// Budget in bytes for all models' scatter matrices together (8·(dim+target_dim)²
+    /// each); a model that would exceed it is refused with 409 `too_many_models`.
+    #[arg(long, env = "STREAMPCA_MAX_STATE_BYTES", default_value_t = DEFAULT_MAX_STATE_BYTES)]
+    pub max_state_bytes: u64,
+    /// Largest number of rows in one projection request.
+    #[arg(long, env = "STREAMPCA_MAX_QUERY_ROWS", default_value_t = DEFAULT_MAX_QUERY_ROWS)]
+    pub max_query_rows: usize,
+    /// Ingest batches in flight per model (parsing or waiting to apply); beyond it,
+    /// 503 with `Retry-After`.
+    #[arg(long, env = "STREAMPCA_INGEST_QUEUE", default_value_t = DEFAULT_INGEST_QUEUE)]
+    pub ingest_queue: usize,
+    /// Requests in flight across the service; beyond it, 503 with `Retry-After`.
+    /// With `body_limit` this bounds the memory held by request bodies.
+    #[arg(long, env = "STREAMPCA_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// Request timeout in seconds; a request still running then gets 503.
+    #[arg(long, env = "STREAMPCA_REQUEST_TIMEOUT", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
+    pub request_timeout: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
+            max_dim: DEFAULT_MAX_DIM,
+            max_components: DEFAULT_MAX_COMPONENTS,
+            max_models: DEFAULT_MAX_MODELS,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+            max_query_rows: DEFAULT_MAX_QUERY_ROWS,
+            ingest_queue: DEFAULT_INGEST_QUEUE,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks every limit is positive and `max_dim`/`max_components` stay within what
+    /// the registry can hold.
+    ///
+    /// # Errors
+    /// A message naming the first limit out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max_batch_rows", self.max_batch_rows),
+            ("max_dim", self.max_dim),
+            ("max_components", self.max_components),
+            ("max_models", self.max_models),
+            ("max_query_rows", self.max_query_rows),
+            ("ingest_queue", self.ingest_queue),
+            ("max_in_flight", self.max_in_flight),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.max_state_bytes == 0 {
+            return Err("max_state_bytes must be at least 1".into());
+        }
+        if self.request_timeout == 0 {
+            return Err("request_timeout must be at least 1 second".into());
+        }
+        if self.max_dim > crate::registry::MAX_DIM {
+            return Err(format!(
+                "max_dim must be at most {}, got {}",
+                crate::registry::MAX_DIM,
+                self.max_dim
+            ));
+        }
+        if self.max_components > crate::registry::MAX_COMPONENTS {
+            return Err(format!(
+                "max_components must be at most {}, got {}",
+                crate::registry::MAX_COMPONENTS,
+                self.max_components
+            ));
+        }
         Ok(())
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -189,5 +423,34 @@ mod tests {
             ..Settings::default()
         };
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn keys_never_appear_in_debug_output() {
+        let s = Cli::parse_from([
+            "streampca",
+            "--api-key",
+            "write-secret-123",
+            "--read-api-key",
+            "read-secret-456",
+        ])
+        .into_settings();
+        let dbg = format!("{s:?} {:?}", s.auth.keys());
+        assert!(!dbg.contains("write-secret-123"), "{dbg}");
+        assert!(!dbg.contains("read-secret-456"), "{dbg}");
+    }
+
+    #[test]
+    fn key_files_are_read_and_trimmed_and_empty_keys_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let auth = AuthSettings {
+            api_key_file: Some(path.clone()),
+            ..AuthSettings::default()
+        };
+        assert_eq!(auth.keys().unwrap().write, Some(Secret::from("from-file")));
+        std::fs::write(&path, "  \n").unwrap();
+        assert!(auth.keys().is_err());
     }
 }

@@ -92,10 +92,18 @@ pub async fn run(
     )
     .context("starting the snapshot thread")?;
     let ready = Arc::new(AtomicBool::new(false));
+    let keys = settings.auth.keys().map_err(anyhow::Error::msg)?;
+    let auth = http::auth::Auth {
+        keys,
+        metrics_auth: settings.auth.metrics_auth,
+    };
+    tracing::info!(auth = auth.enabled(), "API keys");
     let state = AppState {
         registry: registry.clone(),
         metrics,
         ready: ready.clone(),
+        auth: Arc::new(auth),
+        guard: Arc::new(http::guard::Guard::new(settings.limits.clone())),
     };
     let app = http::router(state, settings.body_limit);
     let addr = listener

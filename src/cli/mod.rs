@@ -33,7 +33,9 @@ pub struct Connection {
     #[arg(long, env = "STREAMPCA_URL", default_value = DEFAULT_URL, global = true)]
     pub url: String,
     /// API key, sent as `Authorization: Bearer <key>`.
-    #[arg(long, env = "STREAMPCA_API_KEY", hide_env_values = true, global = true)]
+    /// (Not `global`: the server's own `--api-key` lives at the top level with another
+    /// type, and clap keys global arguments by name across the whole command tree.)
+    #[arg(long, env = "STREAMPCA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 }
 

@@ -217,12 +217,30 @@ fn check_rows(
     Ok(())
 }
 
+/// Largest accepted magnitude of a value. The accumulator sums products of values and
+/// the optimiser multiplies those sums again, so values near `f64::MAX.sqrt()` (1e154)
+/// would overflow to infinity inside a fit; 1e30 leaves room for both (and is above
+/// what any f32 body short of 3.4e38 can hold in practice).
+pub const MAX_ABS_VALUE: f64 = 1e30;
+
 fn check_finite(what: &str, values: &[f64], width: usize) -> Result<(), ApiError> {
-    match values.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(ApiError::NonFinite(format!(
-            "{what} row {}, column {} is {}",
+    let at = |i: usize| {
+        format!(
+            "{what} row {}, column {}",
             i / width.max(1),
-            i % width.max(1),
+            i % width.max(1)
+        )
+    };
+    match values
+        .iter()
+        .position(|v| !v.is_finite() || v.abs() > MAX_ABS_VALUE)
+    {
+        Some(i) if !values[i].is_finite() => {
+            Err(ApiError::NonFinite(format!("{} is {}", at(i), values[i])))
+        }
+        Some(i) => Err(ApiError::OutOfRange(format!(
+            "{} is {:e}; values must be at most {MAX_ABS_VALUE:e} in magnitude",
+            at(i),
             values[i]
         ))),
         None => Ok(()),
@@ -520,5 +538,96 @@ mod tests {
         let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("expected 16 values per row"), "{msg}");
         assert!(msg.contains("got 15"), "{msg}");
+    }
+
+    mod fuzz {
+        //! Arbitrary bytes (and byte-level mutations of valid bodies) into every
+        //! parser: each must return a batch that passes its own checks or a 4xx error,
+        //! and never panic. Bounded case counts keep the whole module to a few seconds.
+        use super::*;
+        use proptest::prelude::*;
+
+        const FORMATS: [BatchFormat; 4] = [
+            BatchFormat::Json,
+            BatchFormat::Ndjson,
+            BatchFormat::Csv,
+            BatchFormat::F32,
+        ];
+
+        fn check(format: BatchFormat, body: &[u8], c: &ModelConfig) {
+            match parse_batch(format, body, c) {
+                Ok(b) => {
+                    assert!(b.rows >= 1);
+                    assert_eq!(b.x.len(), b.rows * c.dim);
+                    assert_eq!(b.y.as_ref().map(Vec::len), c.target_dim.map(|t| t * b.rows));
+                    assert!(b
+                        .x
+                        .iter()
+                        .all(|v| v.is_finite() && v.abs() <= MAX_ABS_VALUE));
+                }
+                Err(e) => {
+                    let status = e.status_and_code().0;
+                    assert!(status.is_client_error(), "{format:?}: {e} is {status}");
+                }
+            }
+        }
+
+        /// Text close to valid bodies: numbers, separators, brackets, non-finite and
+        /// huge spellings, so the fuzzer reaches past the first syntax check.
+        fn texty() -> impl Strategy<Value = Vec<u8>> {
+            let token = prop_oneof![
+                Just("1".to_owned()),
+                Just("-2.5".to_owned()),
+                Just("1e400".to_owned()),
+                Just("1e200".to_owned()),
+                Just("nan".to_owned()),
+                Just("inf".to_owned()),
+                Just(",".to_owned()),
+                Just("\n".to_owned()),
+                Just("[".to_owned()),
+                Just("]".to_owned()),
+                Just("{\"x\":".to_owned()),
+                Just("\"y\":".to_owned()),
+                Just("}".to_owned()),
+                Just("\"".to_owned()),
+                Just(" ".to_owned()),
+                "[a-z0-9.eE+-]{0,6}",
+            ];
+            prop::collection::vec(token, 0..64).prop_map(|t| t.concat().into_bytes())
+        }
+
+        fn model() -> impl Strategy<Value = ModelConfig> {
+            (1usize..6, prop::option::of(1usize..3)).prop_map(|(d, t)| cfg(d, t))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_any_parser(
+                body in prop::collection::vec(any::<u8>(), 0..512),
+                c in model(),
+            ) {
+                for f in FORMATS {
+                    check(f, &body, &c);
+                }
+            }
+
+            #[test]
+            fn near_valid_text_never_panics_any_parser(body in texty(), c in model()) {
+                for f in FORMATS {
+                    check(f, &body, &c);
+                }
+            }
+
+            #[test]
+            fn arbitrary_f32_rows_are_accepted_or_refused_precisely(
+                values in prop::collection::vec(any::<f32>(), 0..64),
+                c in model(),
+            ) {
+                let body: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                check(BatchFormat::F32, &body, &c);
+            }
+        }
     }
 }

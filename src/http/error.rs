@@ -2,7 +2,7 @@
 //! status and stable error code. Bodies are `{"error": {"code", "message"}}`; 5xx
 //! messages stay generic and the detail goes to the log.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -18,6 +18,7 @@ pub const ERROR_CODES: &[&str] = &[
     "dimension_mismatch",
     "ragged_rows",
     "non_finite",
+    "value_out_of_range",
     "empty_batch",
     "malformed_body",
     "unsupported_media_type",
@@ -27,6 +28,12 @@ pub const ERROR_CODES: &[&str] = &[
     "unavailable",
     "invalid_snapshot",
     "storage_unavailable",
+    "unauthorized",
+    "forbidden",
+    "too_many_rows",
+    "too_many_models",
+    "overloaded",
+    "timeout",
     "internal",
 ];
 
@@ -59,6 +66,9 @@ pub enum ApiError {
     /// NaN or an infinity in the data.
     #[error("non-finite value: {0}")]
     NonFinite(String),
+    /// A value too large in magnitude to accumulate safely.
+    #[error("value out of range: {0}")]
+    OutOfRange(String),
     /// A batch with no rows.
     #[error("empty batch: at least one row is required")]
     EmptyBatch,
@@ -88,6 +98,33 @@ pub enum ApiError {
     /// detail is logged, not returned.
     #[error("storage unavailable: the change could not be made durable")]
     StorageUnavailable(String),
+    /// No API key, or one that matches no configured key.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// A valid API key that lacks the right for this operation.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// More rows than a configured limit allows in one request.
+    #[error("too many rows: {got} rows in one {what}, the limit ({limit}) is {max}")]
+    TooManyRows {
+        /// `batch` or `query`.
+        what: &'static str,
+        /// The setting that sets the limit.
+        limit: &'static str,
+        /// The limit.
+        max: usize,
+        /// The rows sent.
+        got: usize,
+    },
+    /// The configured number of models, or their memory budget, is used up.
+    #[error("too many models: {0}; delete one first")]
+    TooManyModels(String),
+    /// Too much work in flight; retry after `Retry-After` seconds.
+    #[error("overloaded: {0}; retry later")]
+    Overloaded(String),
+    /// The request took longer than the configured timeout (seconds).
+    #[error("the request did not complete within {0} s")]
+    Timeout(u64),
     /// A bug or an environment failure; the detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -113,6 +150,7 @@ impl ApiError {
             Self::DimensionMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "dimension_mismatch"),
             Self::RaggedRows(_) => (StatusCode::UNPROCESSABLE_ENTITY, "ragged_rows"),
             Self::NonFinite(_) => (StatusCode::UNPROCESSABLE_ENTITY, "non_finite"),
+            Self::OutOfRange(_) => (StatusCode::UNPROCESSABLE_ENTITY, "value_out_of_range"),
             Self::EmptyBatch => (StatusCode::UNPROCESSABLE_ENTITY, "empty_batch"),
             Self::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
             Self::UnsupportedMediaType(_) => {
@@ -124,6 +162,12 @@ impl ApiError {
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::InvalidSnapshot(_) => (StatusCode::BAD_REQUEST, "invalid_snapshot"),
             Self::StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::TooManyRows { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_rows"),
+            Self::TooManyModels(_) => (StatusCode::CONFLICT, "too_many_models"),
+            Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -164,11 +208,45 @@ impl IntoResponse for ApiError {
             }
             _ => self.to_string(),
         };
-        (
+        let mut response = (
             status,
             Json(json!({ "error": { "code": code, "message": message } })),
         )
-            .into_response()
+            .into_response();
+        // Extra headers, by variant; no wildcard, so a new variant decides here too.
+        let extra = match &self {
+            Self::Unauthorized(_) => Some((header::WWW_AUTHENTICATE, "Bearer")),
+            Self::Overloaded(_) | Self::Timeout(_) | Self::Unavailable => {
+                Some((header::RETRY_AFTER, "1"))
+            }
+            // Disk trouble may pass (space freed) or last until a restart: retry slowly.
+            Self::StorageUnavailable(_) => Some((header::RETRY_AFTER, "5")),
+            Self::InvalidSnapshot(_)
+            | Self::ModelNotFound(_)
+            | Self::ModelExists(_)
+            | Self::NotFitted(_)
+            | Self::InvalidParameter { .. }
+            | Self::DimensionMismatch(_)
+            | Self::RaggedRows(_)
+            | Self::NonFinite(_)
+            | Self::OutOfRange(_)
+            | Self::EmptyBatch
+            | Self::MalformedBody(_)
+            | Self::UnsupportedMediaType(_)
+            | Self::BodyTooLarge(_)
+            | Self::RouteNotFound(_)
+            | Self::MethodNotAllowed
+            | Self::Forbidden(_)
+            | Self::TooManyRows { .. }
+            | Self::TooManyModels(_)
+            | Self::Internal(_) => None,
+        };
+        if let Some((name, value)) = extra {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        response
     }
 }
 
@@ -186,6 +264,7 @@ mod tests {
             ApiError::DimensionMismatch("x".into()),
             ApiError::RaggedRows("x".into()),
             ApiError::NonFinite("x".into()),
+            ApiError::OutOfRange("x".into()),
             ApiError::EmptyBatch,
             ApiError::MalformedBody("x".into()),
             ApiError::UnsupportedMediaType("x".into()),
@@ -195,6 +274,17 @@ mod tests {
             ApiError::Unavailable,
             ApiError::InvalidSnapshot("x".into()),
             ApiError::StorageUnavailable("x".into()),
+            ApiError::Unauthorized("x".into()),
+            ApiError::Forbidden("x".into()),
+            ApiError::TooManyRows {
+                what: "batch",
+                limit: "max_batch_rows",
+                max: 1,
+                got: 2,
+            },
+            ApiError::TooManyModels("x".into()),
+            ApiError::Overloaded("x".into()),
+            ApiError::Timeout(1),
             ApiError::Internal("x".into()),
         ];
         for e in all {

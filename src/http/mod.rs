@@ -2,9 +2,11 @@
 //! are [`error::ApiError`]s; bodies are parsed in [`body`]. Handlers convert DTOs to
 //! registry/pca types, call one function, and return JSON.
 
+pub mod auth;
 pub mod body;
 pub mod components;
 pub mod error;
+pub mod guard;
 pub mod models;
 pub mod project;
 pub mod samples;
@@ -52,6 +54,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// False until start-up is complete and again once shutdown begins.
     pub ready: Arc<AtomicBool>,
+    /// API keys.
+    pub auth: Arc<auth::Auth>,
+    /// Limits and overload admission.
+    pub guard: Arc<guard::Guard>,
 }
 
 /// The application's router. `body_limit` is the largest accepted body in bytes.
@@ -74,6 +80,21 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         )
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // A bug that panics in a handler answers 500 `internal` (the panic is logged)
+        // instead of dropping the connection; the process is unaffected either way.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        // Layers run outermost last-added: metrics see every answer; the key is checked
+        // before any admission slot is taken or any body is read.
+        .layer(middleware::from_fn_with_state(
+            state.guard.clone(),
+            guard::shed_and_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_key,
+        ))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
@@ -121,6 +142,15 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::Internal(format!("handler panicked: {detail}")).into_response()
 }
 
 async fn route_not_found(uri: Uri) -> ApiError {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::body::ApiJson;
 use super::error::ApiError;
 use super::{AppState, ModelName};
+use crate::config::Limits;
 use crate::pca::OptimizerKind;
 use crate::registry::{Created, Model, ModelConfig, DEFAULT_TOLERANCE};
 
@@ -51,6 +52,38 @@ impl TryFrom<CreateModel> for ModelConfig {
             tolerance: c.tolerance.unwrap_or(DEFAULT_TOLERANCE),
         })
     }
+}
+
+/// The configured `max_dim` and `max_components` (the registry checks its own, larger,
+/// hard caps and the rest of the configuration).
+fn check_limits(c: &ModelConfig, limits: &Limits) -> Result<(), ApiError> {
+    for (name, v) in [("dim", Some(c.dim)), ("target_dim", c.target_dim)] {
+        if let Some(v) = v {
+            if v > limits.max_dim {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("must be at most {} (max_dim), got {v}", limits.max_dim),
+                ));
+            }
+        }
+    }
+    if c.components > limits.max_components {
+        return Err(ApiError::invalid(
+            "components",
+            format!(
+                "must be at most {} (max_components), got {}",
+                limits.max_components, c.components
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes of a model's n×n float64 scatter, n = dim + target_dim: the state that
+/// dominates its memory (the trainer holds one more copy while fitting).
+fn state_bytes(c: &ModelConfig) -> u64 {
+    let n = c.row_width() as u64;
+    8 * n * n
 }
 
 /// A model's status.
@@ -112,6 +145,28 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateModel>,
 ) -> Result<(StatusCode, Json<ModelStatus>), ApiError> {
     let config = ModelConfig::try_from(body)?;
+    check_limits(&config, &state.guard.limits)?;
+    // Racy by design: concurrent creates may pass together and exceed the limit by at
+    // most the number of them (each is a small request); the registry stays unchanged.
+    let limits = &state.guard.limits;
+    if state.registry.get(&config.name).is_err() {
+        let models = state.registry.list();
+        if models.len() >= limits.max_models {
+            return Err(ApiError::TooManyModels(format!(
+                "the limit (max_models) is {}",
+                limits.max_models
+            )));
+        }
+        let used: u64 = models.iter().map(|m| state_bytes(m.config())).sum();
+        let want = state_bytes(&config);
+        if used.saturating_add(want) > limits.max_state_bytes {
+            return Err(ApiError::TooManyModels(format!(
+                "this model needs {want} bytes of accumulator state, {used} of the \
+                 budget (max_state_bytes) of {} are in use",
+                limits.max_state_bytes
+            )));
+        }
+    }
     let registry = state.registry.clone();
     // Creating the model's directory fsyncs: off the async runtime.
     let created = tokio::task::spawn_blocking(move || registry.create(config))
@@ -157,6 +212,7 @@ pub async fn delete(
     tokio::task::spawn_blocking(move || registry.delete(&n))
         .await
         .map_err(|e| ApiError::Internal(format!("delete task failed: {e}")))??;
+    state.guard.forget(&name);
     tracing::info!(model = %name, "model deleted");
     Ok(StatusCode::NO_CONTENT)
 }

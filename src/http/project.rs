@@ -62,6 +62,7 @@ pub async fn project(
         .await
         .map_err(|e| ApiError::Internal(format!("parse task failed: {e}")))?
         .map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+    state.guard.check_rows("query", req.x.len())?;
     let p = model.config().components;
     if let Some(k) = req.k {
         if k == 0 || k > p {

@@ -1,8 +1,7 @@
 //! `POST /v1/models/{name}/samples`: parse a mini-batch in any of the four formats and
 //! apply it, off the async runtime.
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{FromRequest, Request, State};
 use axum::Json;
 use serde::Serialize;
 
@@ -19,19 +18,30 @@ pub struct IngestResponse {
 }
 
 /// Ingests one batch: applied whole or not at all, exactly once, in `sequence` order.
+///
+/// Admission (`ingest_queue` per model) comes first, so a full queue answers 503 before
+/// the body is read. The body read is bounded by the request timeout; once the batch is
+/// handed to the blocking task it always runs to completion (see
+/// [`super::guard::shed_and_timeout`]), so a 503 never hides an applied batch.
 pub async fn ingest(
     State(state): State<AppState>,
     ModelName(name): ModelName,
-    headers: HeaderMap,
-    body: Result<RawBody, ApiError>,
+    req: Request,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let model = state.registry.get(&name)?;
     let result = async {
-        let format = BatchFormat::from_media_type(media_type(&headers).as_deref())?;
-        let RawBody(bytes) = body?;
+        let permit = state.guard.admit_ingest(&name)?;
+        let format = BatchFormat::from_media_type(media_type(req.headers()).as_deref())?;
+        let RawBody(bytes) =
+            tokio::time::timeout(state.guard.timeout(), RawBody::from_request(req, &state))
+                .await
+                .map_err(|_| ApiError::Timeout(state.guard.limits.request_timeout))??;
         let m = model.clone();
+        let guard = state.guard.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let batch = parse_batch(format, &bytes, m.config())?;
+            guard.check_rows("batch", batch.rows)?;
             m.ingest(&batch)
         })
         .await

@@ -2,12 +2,14 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod auth;
 mod cli;
 mod concurrency;
 mod durability;
 mod errors;
 mod helpers;
 mod ingest;
+mod limits;
 mod metrics;
 mod models;
 mod openapi;
