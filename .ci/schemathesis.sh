@@ -46,13 +46,16 @@ for _ in $(seq 1 100); do
 done
 
 status=0
+# One worker: with two, schemathesis' coverage phase intermittently died inside CPython
+# ("SystemError: AST constructor recursion depth mismatch", a KeyError in its schema
+# walker) — a fault in the tool's threads, not a finding about the server.
 schemathesis run openapi.yaml \
     --url "http://127.0.0.1:${PORT}" \
     -H "Authorization: Bearer ${WRITE_KEY}" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth \
     --max-examples "$EXAMPLES" \
     --seed 7 \
-    --workers 2 \
+    --workers 1 \
     --no-color \
     --report ndjson --report-ndjson-path "$report_dir/events.ndjson" \
     "$@" || status=$?
