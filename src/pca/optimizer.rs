@@ -296,7 +296,7 @@ impl Trainer {
         let mut p_move: Option<DMatrix<f64>> = None;
         let mut steps = 0;
         loop {
-            let r = &cq - &q * DMatrix::from_diagonal(&lam);
+            let r = residual(&q, &cq, &lam);
             let (bounds, _) = error_bounds(&r, &lam);
             if done(&bounds, &lam, p, self.params.inner.tolerance) || steps >= budget {
                 break;
@@ -374,7 +374,7 @@ impl Trainer {
                 cq = linalg::mul(c, false, &q, false);
                 products += 1.0;
                 lam = DVector::from_fn(p, |i, _| q.column(i).dot(&cq.column(i)));
-                let r = &cq - &q * DMatrix::from_diagonal(&lam);
+                let r = residual(&q, &cq, &lam);
                 let (bounds, _) = error_bounds(&r, &lam);
                 if done(&bounds, &lam, p, self.params.inner.tolerance) || steps >= budget {
                     break;
@@ -421,7 +421,7 @@ impl Trainer {
 
     fn report(&mut self, target: &Target, fit: Fit) -> Components {
         let p = self.params.inner.components;
-        let r = &fit.cq - &fit.q * DMatrix::from_diagonal(&fit.lam);
+        let r = residual(&fit.q, &fit.cq, &fit.lam);
         let (bounds, gaps) = error_bounds(&r, &fit.lam);
         let top = fit.lam.iter().copied().fold(0.0, f64::max);
         let defined = (0..p.min(fit.lam.len()))
@@ -594,6 +594,16 @@ fn ritz(
         linalg::mul(cv, false, &z, false),
         vals.rows(0, k).into_owned(),
     ))
+}
+
+/// The eigen-residual `C Q − Q Λ` (m×k) from `cq = C Q`, column by column (no k×k
+/// diagonal matrix product). At a Ritz point it spans the loss gradient (DESIGN.md §4).
+fn residual(q: &DMatrix<f64>, cq: &DMatrix<f64>, lam: &DVector<f64>) -> DMatrix<f64> {
+    let mut r = cq.clone();
+    for (i, mut col) in r.column_iter_mut().enumerate() {
+        col.axpy(-lam[i], &q.column(i), 1.0);
+    }
+    r
 }
 
 /// Per column i: `‖r_i‖ / min_{j≠i} |λ_i − λ_j|` capped at π/2 (an angle bound,
