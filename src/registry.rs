@@ -669,7 +669,7 @@ impl Model {
                 (st.acc.clone(), st.counters.sequence)
             };
             let start = Instant::now();
-            let fit = acc.target().and_then(|t| trainer.fit(&t, None));
+            let fit = acc.into_target().and_then(|t| trainer.fit(&t, None));
             let elapsed = start.elapsed();
             match fit {
                 Ok(c) => self.publish(c, sequence, &trainer, elapsed),

@@ -391,13 +391,25 @@ impl Accumulator {
     /// [`PcaError::NotEnoughSamples`] with no samples; [`PcaError::NotPositiveDefinite`]
     /// if no ridge up to 1e-2 relative makes `C_xx` factorisable.
     pub fn target(&self) -> Result<Target, PcaError> {
+        self.clone().into_target()
+    }
+
+    /// [`Accumulator::target`] for an accumulator the caller no longer needs: the
+    /// scatter's own storage becomes `C` (symmetrised and scaled in place), saving one
+    /// n×n copy. The service's trainer fits a copy taken under the ingest lock, so it
+    /// uses this.
+    ///
+    /// # Errors
+    /// As [`Accumulator::target`].
+    pub fn into_target(self) -> Result<Target, PcaError> {
         if self.count <= 0.0 {
             return Err(PcaError::NotEnoughSamples {
                 have: self.count,
                 need: 1,
             });
         }
-        let mut cxx = self.scatter();
+        let mut cxx = self.sxx;
+        linalg::symmetrize_from_lower(&mut cxx);
         cxx /= self.count;
         let trace_xx = cxx.trace();
         let (matrix, regression, trace_yy) = match &self.syx {
@@ -431,8 +443,8 @@ impl Accumulator {
             matrix,
             trace_yy,
             regression,
-            mean_x: self.mean_x.clone(),
-            mean_y: self.mean_y.clone(),
+            mean_x: self.mean_x,
+            mean_y: self.mean_y,
             count: self.count,
             trace_xx,
         })

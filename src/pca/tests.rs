@@ -8,8 +8,6 @@
     reason = "index loops compare several arrays element by element"
 )]
 
-use std::f64::consts::FRAC_PI_2;
-
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -574,7 +572,6 @@ fn projection_scores_reconstructions_and_residuals_agree_with_the_components() {
         comps.project(&rows[..5], 1, false, false),
         Err(PcaError::DimensionMismatch { .. })
     ));
-    let _ = FRAC_PI_2;
 }
 
 // ------------------------------------------------------------------ real data
