@@ -47,6 +47,16 @@ pub const MAX_COMPONENTS: usize = 1024;
 /// Default convergence tolerance, in radians.
 pub const DEFAULT_TOLERANCE: f64 = 1e-6;
 
+/// Under a continuous stream the trainer waits this many times its last fit's duration
+/// before the next fit (see `Model::pause_while_ingesting`): fits then take at most
+/// 1/(1 + 4) of a core, and ingest keeps the rest.
+const TRAINER_PACE: f64 = 4.0;
+/// Shortest pause between fits under a continuous stream.
+const TRAINER_MIN_PAUSE: Duration = Duration::from_millis(5);
+/// Longest pause between fits under a continuous stream: bounds how far the published
+/// components can lag the newest batches (plus one fit).
+const TRAINER_MAX_PAUSE: Duration = Duration::from_millis(250);
+
 /// Locks a mutex, recovering the data if a previous holder panicked (the data under our
 /// locks is only replaced by whole values, so it is never left half-written).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,18 +75,17 @@ fn write<T>(l: &RwLock<T>, value: T) {
 /// the accumulator can then reject it only for overflow (see [`Model::ingest`]). Cheap
 /// next to the update itself (O(rows·n) against O(rows·n²)).
 fn check_batch(batch: &Batch, c: &ModelConfig) -> Result<(), ApiError> {
-    if batch.rows == 0 || batch.x.is_empty() {
+    let (nx, ny) = batch.data.lens();
+    if batch.rows == 0 || nx == 0 {
         return Err(ApiError::EmptyBatch);
     }
-    if batch.x.len() != batch.rows * c.dim {
+    if nx != batch.rows * c.dim {
         return Err(ApiError::DimensionMismatch(format!(
-            "x has {} values, expected {} rows of {}",
-            batch.x.len(),
-            batch.rows,
-            c.dim
+            "x has {nx} values, expected {} rows of {}",
+            batch.rows, c.dim
         )));
     }
-    match (c.target_dim, &batch.y) {
+    match (c.target_dim, ny) {
         (None, None) => {}
         (None, Some(_)) => {
             return Err(ApiError::invalid(
@@ -90,18 +99,20 @@ fn check_batch(batch: &Batch, c: &ModelConfig) -> Result<(), ApiError> {
                 "this regression model needs targets",
             ))
         }
-        (Some(m), Some(y)) => {
-            if y.len() != batch.rows * m {
+        (Some(m), Some(ny)) => {
+            if ny != batch.rows * m {
                 return Err(ApiError::DimensionMismatch(format!(
-                    "y has {} values, expected {} rows of {m}",
-                    y.len(),
+                    "y has {ny} values, expected {} rows of {m}",
                     batch.rows
                 )));
             }
         }
     }
-    let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
-    if !finite(&batch.x) || !batch.y.as_deref().is_none_or(finite) {
+    let finite = match &batch.data {
+        BatchData::F32 { x, y } => all_finite(x) && y.as_deref().is_none_or(all_finite),
+        BatchData::F64 { x, y } => all_finite(x) && y.as_deref().is_none_or(all_finite),
+    };
+    if !finite {
         return Err(ApiError::NonFinite(
             "the batch holds NaN or infinity".into(),
         ));
@@ -237,15 +248,51 @@ pub fn storage_error(e: &persistence::Error) -> ApiError {
 }
 
 /// A validated mini-batch: `rows` rows, `x` row-major rows×dim, `y` row-major
-/// rows×target_dim for regression models. Built by the HTTP layer's body parsers.
+/// rows×target_dim for regression models, in the precision they arrived in (raw f32
+/// bodies stay f32 all the way to the log and the accumulator, which widens them to f64
+/// as it centres them). Built by the HTTP layer's body parsers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     /// Number of rows (≥ 1).
     pub rows: usize,
-    /// Inputs, row-major.
-    pub x: Vec<f64>,
-    /// Targets, row-major (regression models only).
-    pub y: Option<Vec<f64>>,
+    /// The values.
+    pub data: BatchData,
+}
+
+impl Batch {
+    /// A double-precision batch.
+    pub fn f64(rows: usize, x: Vec<f64>, y: Option<Vec<f64>>) -> Self {
+        Self {
+            rows,
+            data: BatchData::F64 { x, y },
+        }
+    }
+
+    /// A single-precision batch.
+    pub fn f32(rows: usize, x: Vec<f32>, y: Option<Vec<f32>>) -> Self {
+        Self {
+            rows,
+            data: BatchData::F32 { x, y },
+        }
+    }
+
+    /// `x` and `y` widened to f64 (tests and diagnostics; the ingest path never copies).
+    pub fn to_f64(&self) -> (Vec<f64>, Option<Vec<f64>>) {
+        match &self.data {
+            BatchData::F64 { x, y } => (x.clone(), y.clone()),
+            BatchData::F32 { x, y } => {
+                let widen = |v: &Vec<f32>| v.iter().map(|&a| f64::from(a)).collect::<Vec<_>>();
+                (widen(x), y.as_ref().map(widen))
+            }
+        }
+    }
+}
+
+/// True if every value is finite: one branch-free pass per chunk (it vectorises).
+pub fn all_finite<T: Copy + Into<f64>>(values: &[T]) -> bool {
+    values
+        .chunks(1024)
+        .all(|c| c.iter().fold(true, |ok, v| ok & (*v).into().is_finite()))
 }
 
 /// What an acknowledged batch returns.
@@ -468,24 +515,30 @@ impl Model {
     /// [`ApiError::DimensionMismatch`], [`ApiError::NonFinite`], [`ApiError::EmptyBatch`]
     /// or [`ApiError::InvalidParameter`] for a bad batch (then nothing changed);
     /// [`ApiError::StorageUnavailable`] when the log cannot take it.
-    pub fn ingest(&self, batch: &Batch) -> Result<IngestReceipt, ApiError> {
-        check_batch(batch, &self.config)?;
-        let mut record = self.store.as_ref().map(|_| WalRecord {
+    pub fn ingest(&self, batch: Batch) -> Result<IngestReceipt, ApiError> {
+        check_batch(&batch, &self.config)?;
+        let rows = batch.rows;
+        let record = WalRecord {
             sequence: 0,
             dim: self.config.dim,
             target_dim: self.config.target_dim,
-            data: BatchData::F64 {
-                x: batch.x.clone(),
-                y: batch.y.clone(),
-            },
-        });
+            data: batch.data,
+        };
+        // Encoded before the lock; under it the log only stamps the sequence number.
+        let mut encoded = match &self.store {
+            Some(_) => Some(
+                record
+                    .encode_unsequenced()
+                    .map_err(|e| self.wal_failed(&e))?,
+            ),
+            None => None,
+        };
         let (receipt, ticket) = {
             let mut st = lock(&self.ingest);
             let sequence = st.counters.sequence + 1;
-            let ticket = match (&self.store, record.as_mut()) {
-                (Some(store), Some(record)) => {
-                    record.sequence = sequence;
-                    match store.wal().write(record) {
+            let ticket = match (&self.store, encoded.as_mut()) {
+                (Some(store), Some(encoded)) => {
+                    match store.wal().write_encoded(encoded, sequence) {
                         Ok(t) => Some(t),
                         Err(e) => {
                             drop(st);
@@ -495,7 +548,7 @@ impl Model {
                 }
                 _ => None,
             };
-            if let Err(e) = st.acc.update(&batch.x, batch.y.as_deref()) {
+            if let Err(e) = record.data.apply_to(&mut st.acc) {
                 if ticket.is_some() {
                     // Logged: the number is used (see above).
                     st.counters.sequence = sequence;
@@ -511,11 +564,11 @@ impl Model {
             // order (lock order: ingest, then alive; nothing takes them the other way).
             if *lock(&self.alive) {
                 self.metrics
-                    .batch_accepted(&self.config.name, batch.rows, st.counters.samples);
+                    .batch_accepted(&self.config.name, rows, st.counters.samples);
             }
             (
                 IngestReceipt {
-                    accepted: batch.rows,
+                    accepted: rows,
                     samples: st.counters.samples,
                     sequence: st.counters.sequence,
                 },
@@ -652,8 +705,30 @@ impl Model {
         !w.stop
     }
 
-    fn stopping(&self) -> bool {
-        lock(&self.wake).stop
+    /// After a fit that took `fit`, if batches arrived meanwhile (a busy stream), waits
+    /// `TRAINER_PACE × fit` (at least [`TRAINER_MIN_PAUSE`], at most
+    /// [`TRAINER_MAX_PAUSE`]) before the next fit, so the trainer takes at most about a
+    /// fifth of a core and leaves the rest to ingest; the batches that arrive meanwhile
+    /// are coalesced into the next fit. A quiet model fits at once when a batch arrives.
+    /// Returns false if the model is stopping.
+    fn pause_while_ingesting(&self, fit: Duration) -> bool {
+        let pause = fit
+            .mul_f64(TRAINER_PACE)
+            .clamp(TRAINER_MIN_PAUSE, TRAINER_MAX_PAUSE);
+        let deadline = Instant::now() + pause;
+        let mut w = lock(&self.wake);
+        while w.pending && !w.stop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            w = self
+                .wake_cv
+                .wait_timeout(w, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        !w.stop
     }
 
     /// The trainer thread's loop: fit the latest accumulator, publish, repeat while new
@@ -676,7 +751,7 @@ impl Model {
                 Err(PcaError::NotEnoughSamples { .. }) => {}
                 Err(e) => tracing::warn!(model = %self.config.name, error = %e, "fit failed"),
             }
-            if self.stopping() {
+            if !self.pause_while_ingesting(elapsed) {
                 break;
             }
         }
@@ -1046,12 +1121,8 @@ mod tests {
         let Ok(Created::New(m)) = r.create(config("m")) else {
             panic!("model not created")
         };
-        let bad = Batch {
-            rows: 1,
-            x: vec![1.0, 2.0, 3.0, f64::NAN],
-            y: None,
-        };
-        assert!(m.ingest(&bad).is_err());
+        let bad = Batch::f64(1, vec![1.0, 2.0, 3.0, f64::NAN], None);
+        assert!(m.ingest(bad).is_err());
         assert_eq!(m.counters(), Counters::default());
         r.shutdown();
     }
@@ -1063,13 +1134,7 @@ mod tests {
             panic!("model not created")
         };
         let x: Vec<f64> = (0..400).map(|i| ((i * 7919) % 101) as f64 / 10.0).collect();
-        let receipt = m
-            .ingest(&Batch {
-                rows: 100,
-                x,
-                y: None,
-            })
-            .expect("valid batch");
+        let receipt = m.ingest(Batch::f64(100, x, None)).expect("valid batch");
         assert_eq!(receipt.sequence, 1);
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         while m.published().components.is_none() && Instant::now() < deadline {

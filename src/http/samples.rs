@@ -42,7 +42,7 @@ pub async fn ingest(
             let _permit = permit;
             let batch = parse_batch(format, &bytes, m.config())?;
             guard.check_rows("batch", batch.rows)?;
-            m.ingest(&batch)
+            m.ingest(batch)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?

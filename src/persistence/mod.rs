@@ -47,4 +47,6 @@ pub use config::ModelConfig;
 pub use error::{Error, FormatError, Result};
 pub use snapshot::{LoadedSnapshot, Snapshot};
 pub use store::{ModelStore, RecoveredModel, SequenceGap, SnapshotWritten, Store};
-pub use wal::{BatchData, Recovery, SyncMode, TailProblem, TailReason, Ticket, Wal, WalRecord};
+pub use wal::{
+    BatchData, EncodedRecord, Recovery, SyncMode, TailProblem, TailReason, Ticket, Wal, WalRecord,
+};

@@ -113,7 +113,8 @@ pub enum BatchData {
 }
 
 impl BatchData {
-    fn lens(&self) -> (usize, Option<usize>) {
+    /// Number of values in `x` and, if present, in `y`.
+    pub fn lens(&self) -> (usize, Option<usize>) {
         match self {
             Self::F32 { x, y } => (x.len(), y.as_ref().map(Vec::len)),
             Self::F64 { x, y } => (x.len(), y.as_ref().map(Vec::len)),
@@ -125,6 +126,37 @@ impl BatchData {
             Self::F32 { .. } => 4,
             Self::F64 { .. } => 8,
         }
+    }
+
+    /// Feeds the values to an accumulator in the width they arrived in.
+    ///
+    /// # Errors
+    /// Whatever [`Accumulator::update`] returns; the accumulator is then unchanged.
+    pub fn apply_to(&self, acc: &mut Accumulator) -> Result<(), PcaError> {
+        match self {
+            Self::F32 { x, y } => acc.update(x, y.as_deref()),
+            Self::F64 { x, y } => acc.update(x, y.as_deref()),
+        }
+    }
+}
+
+/// A record encoded for the log, before its sequence number is known: encoding (the
+/// O(rows·n) part) can then happen outside the caller's lock, and
+/// [`Wal::write_encoded`] only stamps the sequence and checksum (a CRC pass) under it.
+#[derive(Debug, Clone)]
+pub struct EncodedRecord {
+    bytes: Vec<u8>,
+}
+
+/// Byte offset of the sequence number in an encoded record: length (4), checksum (4),
+/// kind (1), width (1).
+const SEQUENCE_OFFSET: usize = 10;
+
+impl EncodedRecord {
+    fn stamp(&mut self, sequence: u64) {
+        self.bytes[SEQUENCE_OFFSET..SEQUENCE_OFFSET + 8].copy_from_slice(&sequence.to_le_bytes());
+        let crc = record_crc(&self.bytes[0..4], &self.bytes[8..]);
+        self.bytes[4..8].copy_from_slice(&crc.to_le_bytes());
     }
 }
 
@@ -154,10 +186,7 @@ impl WalRecord {
     /// update is deterministic, so a record the live path rejected is rejected again on
     /// replay and should be skipped the same way.
     pub fn apply_to(&self, acc: &mut Accumulator) -> Result<(), PcaError> {
-        match &self.data {
-            BatchData::F32 { x, y } => acc.update(x, y.as_deref()),
-            BatchData::F64 { x, y } => acc.update(x, y.as_deref()),
-        }
+        self.data.apply_to(acc)
     }
 
     /// Checks the shapes and encodes the record (length, checksum, payload).
@@ -205,21 +234,41 @@ impl WalRecord {
         buf.extend_from_slice(&rows32.to_le_bytes());
         buf.extend_from_slice(&dim32.to_le_bytes());
         buf.extend_from_slice(&target32.to_le_bytes());
+        let head = buf.len();
+        buf.resize(RECORD_HEADER_LEN as usize + payload_len, 0);
+        let values = &mut buf[head..];
         match &self.data {
             BatchData::F32 { x, y } => {
-                for v in x.iter().chain(y.iter().flatten()) {
-                    buf.extend_from_slice(&v.to_le_bytes());
+                for (b, v) in values
+                    .chunks_exact_mut(4)
+                    .zip(x.iter().chain(y.iter().flatten()))
+                {
+                    b.copy_from_slice(&v.to_le_bytes());
                 }
             }
             BatchData::F64 { x, y } => {
-                for v in x.iter().chain(y.iter().flatten()) {
-                    buf.extend_from_slice(&v.to_le_bytes());
+                for (b, v) in values
+                    .chunks_exact_mut(8)
+                    .zip(x.iter().chain(y.iter().flatten()))
+                {
+                    b.copy_from_slice(&v.to_le_bytes());
                 }
             }
         }
         let crc = record_crc(&buf[0..4], &buf[8..]);
         buf[4..8].copy_from_slice(&crc.to_le_bytes());
         Ok(buf)
+    }
+
+    /// Checks the shapes and encodes the record for [`Wal::write_encoded`], which sets
+    /// the sequence number (`self.sequence` is ignored).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRecord`] for a malformed record.
+    pub fn encode_unsequenced(&self) -> Result<EncodedRecord> {
+        Ok(EncodedRecord {
+            bytes: self.encode()?,
+        })
     }
 
     /// Decodes a payload whose checksum already matched.
@@ -475,20 +524,31 @@ impl Wal {
     /// (the partial record is cut off again, so the log stays readable);
     /// [`Error::WalPoisoned`] after an earlier unrecoverable failure.
     pub fn write(&self, record: &WalRecord) -> Result<Ticket> {
-        let bytes = record.encode()?;
+        let mut encoded = record.encode_unsequenced()?;
+        self.write_encoded(&mut encoded, record.sequence)
+    }
+
+    /// [`Wal::write`] for a record encoded beforehand ([`WalRecord::encode_unsequenced`]):
+    /// stamps `sequence` and the checksum into it, then appends it.
+    ///
+    /// # Errors
+    /// As [`Wal::write`].
+    pub fn write_encoded(&self, encoded: &mut EncodedRecord, sequence: u64) -> Result<Ticket> {
+        encoded.stamp(sequence);
+        let bytes = &encoded.bytes;
         let mut w = self.lock_writer()?;
         self.check_poison()?;
         if let Some(last) = w.last_sequence {
-            if record.sequence <= last {
+            if sequence <= last {
                 return Err(Error::OutOfOrder {
                     path: self.path.clone(),
                     last,
-                    got: record.sequence,
+                    got: sequence,
                 });
             }
         }
         let start = w.file_len;
-        if let Err(source) = (&*w.file).write_all(&bytes) {
+        if let Err(source) = (&*w.file).write_all(bytes) {
             // Cut the partial record off so later appends are not hidden behind it.
             let undo = w
                 .file
@@ -508,8 +568,8 @@ impl Wal {
         let len = bytes.len() as u64;
         w.file_len += len;
         w.logical_end += len;
-        w.index.push((record.sequence, start));
-        w.last_sequence = Some(record.sequence);
+        w.index.push((sequence, start));
+        w.last_sequence = Some(sequence);
         Ok(Ticket { end: w.logical_end })
     }
 
