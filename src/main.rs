@@ -5,6 +5,12 @@ use anyhow::Context;
 use clap::Parser;
 use streampca::config::{Cli, Command, Settings};
 
+/// jemalloc instead of glibc's malloc: under the overload mix glibc's per-thread arenas
+/// fragment and the resident size creeps up for minutes with a flat live heap; jemalloc
+/// (with its background purging threads) stays flat (bench/OVERLOAD.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Client(cmd)) = cli.command {
