@@ -294,6 +294,9 @@ pub const DEFAULT_INGEST_QUEUE: usize = 64;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// Default request timeout, in seconds.
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Default largest number of threads running blocking work (body parsing, batch apply
+/// and fsync wait, projections, snapshots).
+pub const DEFAULT_BLOCKING_THREADS: usize = 64;
 
 /// Limits on what one request or client may ask for. Each has a safe default; a
 /// request over a limit gets a 4xx naming the limit and its value, and overload gets
@@ -331,6 +334,11 @@ pub struct Limits {
     /// Request timeout in seconds; a request still running then gets 503.
     #[arg(long, env = "STREAMPCA_REQUEST_TIMEOUT", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
     pub request_timeout: u64,
+    /// Threads for blocking work (parsing, applying and logging batches, projections);
+    /// more such work waits for a free thread. Each thread keeps its own stack and the
+    /// linear-algebra kernels' per-thread workspace, so this bounds that memory.
+    #[arg(long, env = "STREAMPCA_BLOCKING_THREADS", default_value_t = DEFAULT_BLOCKING_THREADS)]
+    pub blocking_threads: usize,
 }
 
 impl Default for Limits {
@@ -345,6 +353,7 @@ impl Default for Limits {
             ingest_queue: DEFAULT_INGEST_QUEUE,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT_SECS,
+            blocking_threads: DEFAULT_BLOCKING_THREADS,
         }
     }
 }
@@ -364,6 +373,7 @@ impl Limits {
             ("max_query_rows", self.max_query_rows),
             ("ingest_queue", self.ingest_queue),
             ("max_in_flight", self.max_in_flight),
+            ("blocking_threads", self.blocking_threads),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -423,6 +433,19 @@ mod tests {
             ..Settings::default()
         };
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn blocking_threads_default_to_a_bounded_pool_and_zero_is_rejected() {
+        let s = Cli::parse_from(["streampca", "serve"]).into_settings();
+        assert_eq!(s.limits.blocking_threads, DEFAULT_BLOCKING_THREADS);
+        assert!(s.validate().is_ok());
+        let s = Cli::parse_from(["streampca", "--blocking-threads", "8"]).into_settings();
+        assert_eq!(s.limits.blocking_threads, 8);
+        // tokio panics on a pool of zero threads; the settings refuse it first.
+        let s = Cli::parse_from(["streampca", "--blocking-threads", "0"]).into_settings();
+        let err = s.validate().expect_err("zero blocking threads");
+        assert!(err.contains("blocking_threads"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! Memory stays bounded because every source of it is: at most `max_in_flight`
 //! requests, each with a body of at most `body_limit` bytes; at most `ingest_queue`
 //! batches per model between admission and apply; `max_query_rows` rows per projection;
-//! `max_models` models of at most `max_dim`² scatter each.
+//! `max_models` models of at most `max_dim`² scatter each; `blocking_threads` threads
+//! (set on the runtime by `main`) for the blocking work, each with its stack and the
+//! linear-algebra kernels' per-thread workspace.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
