@@ -335,7 +335,14 @@ pub struct Published {
 struct IngestState {
     acc: Accumulator,
     counters: Counters,
+    /// Work buffer for the centred batch, reused across batches (fresh pages for every
+    /// batch cost more than the copy itself); dropped after a batch that needed more
+    /// than [`SCRATCH_KEEP_BYTES`], so one huge batch does not pin its size.
+    scratch: Vec<f64>,
 }
+
+/// Largest work buffer a model keeps between batches (16 MiB: n = 4096 at b = 512).
+const SCRATCH_KEEP_BYTES: usize = 16 << 20;
 
 /// Wake-up flags for the trainer thread.
 #[derive(Debug, Default)]
@@ -464,7 +471,11 @@ impl Model {
         Self {
             config,
             params,
-            ingest: Mutex::new(IngestState { acc, counters }),
+            ingest: Mutex::new(IngestState {
+                acc,
+                counters,
+                scratch: Vec::new(),
+            }),
             counters: RwLock::new(counters),
             published: RwLock::new(Arc::new(published)),
             wake: Mutex::new(Wake::default()),
@@ -548,7 +559,12 @@ impl Model {
                 }
                 _ => None,
             };
-            if let Err(e) = record.data.apply_to(&mut st.acc) {
+            let st = &mut *st;
+            let applied = record.data.apply_with_scratch(&mut st.acc, &mut st.scratch);
+            if st.scratch.capacity() * std::mem::size_of::<f64>() > SCRATCH_KEEP_BYTES {
+                st.scratch = Vec::new();
+            }
+            if let Err(e) = applied {
                 if ticket.is_some() {
                     // Logged: the number is used (see above).
                     st.counters.sequence = sequence;

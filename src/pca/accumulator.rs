@@ -236,6 +236,22 @@ impl Accumulator {
         x: &[T],
         y: Option<&[T]>,
     ) -> Result<(), PcaError> {
+        self.update_with_scratch(x, y, &mut Vec::new())
+    }
+
+    /// [`Accumulator::update`] with a caller-owned work buffer for the centred batch
+    /// (n×(rows+1) f64), so a stream of batches reuses one allocation instead of
+    /// faulting in fresh pages for every batch. The buffer's contents are not meaningful
+    /// before or after the call.
+    ///
+    /// # Errors
+    /// As [`Accumulator::update`].
+    pub fn update_with_scratch<T: Copy + Into<f64>>(
+        &mut self,
+        x: &[T],
+        y: Option<&[T]>,
+        scratch: &mut Vec<f64>,
+    ) -> Result<(), PcaError> {
         let n = self.dim;
         if x.is_empty() {
             return Err(PcaError::EmptyBatch);
@@ -273,7 +289,8 @@ impl Accumulator {
         // Centred batch, transposed: column-major (b+1)×n, so column i holds feature i of
         // every row minus the batch mean, and its last entry is √w·d_i with d = batch mean
         // − running mean.
-        let (xc, new_mean_x) = centre(x, n, b, &self.mean_x, sw, n1);
+        let new_mean_x = centre(x, n, b, &self.mean_x, sw, n1, scratch);
+        let xc: &[f64] = scratch;
         // Diagonal after the update, checked before anything is written.
         for i in 0..n {
             let col = &xc[i * (b + 1)..(i + 1) * (b + 1)];
@@ -286,7 +303,8 @@ impl Accumulator {
         }
         let targets = match (self.target_dim, y, self.mean_y.as_ref()) {
             (Some(m), Some(y), Some(my)) => {
-                let (yc, new_mean_y) = centre(y, m, b, my, sw, n1);
+                let mut yc = Vec::new();
+                let new_mean_y = centre(y, m, b, my, sw, n1, &mut yc);
                 let tr = decay * self.tr_syy + yc.iter().map(|v| v * v).sum::<f64>();
                 if !(tr.is_finite()
                     && tr <= MAX_SCATTER
@@ -305,14 +323,14 @@ impl Accumulator {
         if decay < 1.0 {
             scale_lower(&mut self.sxx, decay);
         }
-        linalg::syrk_lower_add(&mut self.sxx, &xc, n, b + 1);
+        linalg::syrk_lower_add(&mut self.sxx, xc, n, b + 1);
         self.mean_x = new_mean_x;
         if let (Some((m, yc, new_mean_y, tr)), Some(syx)) = (targets, self.syx.as_mut()) {
             if decay < 1.0 {
                 *syx *= decay;
             }
             let ycm = DMatrix::from_vec(b + 1, m, yc);
-            let xcm = DMatrix::from_vec(b + 1, n, xc);
+            let xcm = DMatrix::from_column_slice(b + 1, n, xc);
             linalg::gemm(syx, faer::Accum::Add, &ycm, true, &xcm, false, 1.0);
             self.mean_y = Some(new_mean_y);
             self.tr_syy = tr;
@@ -466,9 +484,11 @@ fn centre<T: Copy + Into<f64>>(
     mean: &DVector<f64>,
     sw: f64,
     n1: f64,
-) -> (Vec<f64>, DVector<f64>) {
+    buf: &mut Vec<f64>,
+) -> DVector<f64> {
     let k = b + 1;
-    let mut buf = vec![0.0; n * k];
+    // Every entry is written below; resizing only zero-fills what is new.
+    buf.resize(n * k, 0.0);
     let mut bm = vec![0.0; n];
     for row in data.chunks_exact(n) {
         for (m, v) in bm.iter_mut().zip(row) {
@@ -495,7 +515,7 @@ fn centre<T: Copy + Into<f64>>(
         buf[i * k + b] = sw * d;
         new_mean[i] += d * (b as f64 / n1);
     }
-    (buf, new_mean)
+    new_mean
 }
 
 fn scale_lower(m: &mut DMatrix<f64>, s: f64) {

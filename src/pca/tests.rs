@@ -155,6 +155,28 @@ fn f32_stream_with_a_large_mean_offset_keeps_the_covariance_accurate() {
 }
 
 #[test]
+fn a_reused_work_buffer_gives_bit_identical_results_for_batches_of_any_size() {
+    // Batches of 7, 300, 1 and 40 rows (growing, then shrinking the buffer), with
+    // targets, against the same stream through a fresh buffer per batch.
+    let mut rng = StdRng::seed_from_u64(11);
+    let (n, m) = (9, 2);
+    let mut fresh = Accumulator::new(n, Some(m), Some(500.0)).unwrap();
+    let mut reused = fresh.clone();
+    let mut scratch = vec![f64::NAN; 3];
+    for rows in [7usize, 300, 1, 40] {
+        let x: Vec<f64> = (0..rows * n)
+            .map(|_| rng.gen::<f64>() * 10.0 - 3.0)
+            .collect();
+        let y: Vec<f64> = (0..rows * m).map(|_| rng.gen::<f64>()).collect();
+        fresh.update(&x, Some(&y)).unwrap();
+        reused
+            .update_with_scratch(&x, Some(&y), &mut scratch)
+            .unwrap();
+        assert_eq!(reused, fresh, "after a batch of {rows} rows");
+    }
+}
+
+#[test]
 fn a_batch_with_a_non_finite_or_overflowing_value_changes_nothing() {
     let mut acc = Accumulator::new(3, None, None).unwrap();
     acc.update(&[1.0, 2.0, 3.0, 2.0, 0.0, 1.0], None).unwrap();

@@ -133,9 +133,22 @@ impl BatchData {
     /// # Errors
     /// Whatever [`Accumulator::update`] returns; the accumulator is then unchanged.
     pub fn apply_to(&self, acc: &mut Accumulator) -> Result<(), PcaError> {
+        self.apply_with_scratch(acc, &mut Vec::new())
+    }
+
+    /// [`BatchData::apply_to`] reusing a work buffer
+    /// ([`Accumulator::update_with_scratch`]).
+    ///
+    /// # Errors
+    /// As [`BatchData::apply_to`].
+    pub fn apply_with_scratch(
+        &self,
+        acc: &mut Accumulator,
+        scratch: &mut Vec<f64>,
+    ) -> Result<(), PcaError> {
         match self {
-            Self::F32 { x, y } => acc.update(x, y.as_deref()),
-            Self::F64 { x, y } => acc.update(x, y.as_deref()),
+            Self::F32 { x, y } => acc.update_with_scratch(x, y.as_deref(), scratch),
+            Self::F64 { x, y } => acc.update_with_scratch(x, y.as_deref(), scratch),
         }
     }
 }
