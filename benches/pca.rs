@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the numerical core (`cargo bench --bench pca`).
 //!
 //! - `accumulator_update/{n}`: one batch of b = 256 rows into an n-dimensional
-//!   accumulator (the symmetric rank-b kernel plus centring), n ∈ {64, 784, 2048}.
+//!   accumulator (the symmetric rank-b kernel plus centring, reusing the work buffer as
+//!   the service does), n ∈ {64, 784, 2048}.
 //!   Compare with `bench/kernels.py`, which times numpy/OpenBLAS `dsyrk` on the same
 //!   shapes in the same run.
 //! - `product/{p}`: one n×n · n×p product at n = 784: the unit fit costs are counted in.
@@ -55,8 +56,13 @@ fn accumulator_update(c: &mut Criterion) {
         let mut acc = Accumulator::new(n, None, None).expect("accumulator");
         acc.update(&batch, None).expect("warm-up batch");
         group.throughput(Throughput::Elements(256));
+        // As the service ingests: one work buffer per model, reused across batches.
+        let mut scratch = Vec::new();
         group.bench_with_input(BenchmarkId::from_parameter(n), &batch, |b, batch| {
-            b.iter(|| acc.update(black_box(batch), None).expect("update"));
+            b.iter(|| {
+                acc.update_with_scratch(black_box(batch), None, &mut scratch)
+                    .expect("update")
+            });
         });
     }
     group.finish();
