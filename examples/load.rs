@@ -240,9 +240,10 @@ async fn ingest(a: IngestArgs) -> Result<()> {
         check(create).await?;
     }
     // Encode every batch before the clock starts: the producers measure the server.
-    let batches: Vec<(Vec<u8>, usize)> = rows
+    // `Bytes`: a retry or a producer's send shares the buffer instead of copying it.
+    let batches: Vec<(bytes::Bytes, usize)> = rows
         .chunks(a.batch * n)
-        .map(|c| (encode(c, n, a.format).0, c.len() / n))
+        .map(|c| (bytes::Bytes::from(encode(c, n, a.format).0), c.len() / n))
         .collect();
     let content_type = encode(&[], n, a.format).1;
     let batches = Arc::new(batches);
