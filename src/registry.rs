@@ -33,8 +33,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::http::error::{ApiError, ERROR_CODES};
 use crate::metrics::Metrics;
 use crate::pca::{
-    Accumulator, AccumulatorParts, Components, FitParams, OptimizerKind, PcaError, Trainer,
-    TrainerState, ValidParams,
+    all_finite, Accumulator, AccumulatorParts, Components, FitParams, OptimizerKind, PcaError,
+    Trainer, TrainerState, ValidParams,
 };
 use crate::persistence::{self, BatchData, ModelStore, Snapshot, Store, WalRecord};
 
@@ -288,13 +288,6 @@ impl Batch {
     }
 }
 
-/// True if every value is finite: one branch-free pass per chunk (it vectorises).
-pub fn all_finite<T: Copy + Into<f64>>(values: &[T]) -> bool {
-    values
-        .chunks(1024)
-        .all(|c| c.iter().fold(true, |ok, v| ok & (*v).into().is_finite()))
-}
-
 /// What an acknowledged batch returns.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IngestReceipt {
@@ -341,7 +334,7 @@ struct IngestState {
     scratch: Vec<f64>,
 }
 
-/// Largest work buffer a model keeps between batches (16 MiB: n = 4096 at b = 512).
+/// Largest work buffer a model keeps between batches (16 MiB: n = 2048 at b = 1023).
 const SCRATCH_KEEP_BYTES: usize = 16 << 20;
 
 /// Wake-up flags for the trainer thread.

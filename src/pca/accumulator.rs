@@ -541,17 +541,21 @@ fn sum_of_squares(v: &[f64]) -> f64 {
     lanes.iter().sum::<f64>() + tail
 }
 
+/// True if every value is finite: one branch-free pass per chunk (it vectorises, where
+/// an early-exit search does not).
+pub fn all_finite<T: Copy + Into<f64>>(values: &[T]) -> bool {
+    values
+        .chunks(1024)
+        .all(|c| c.iter().fold(true, |ok, v| ok & (*v).into().is_finite()))
+}
+
 fn check_finite_rows<T: Copy + Into<f64>>(
     what: &str,
     data: &[T],
     n: usize,
 ) -> Result<(), PcaError> {
-    // A branch-free pass per chunk (it vectorises); the position is looked up only for
-    // the error message.
-    let all_finite = data
-        .chunks(1024)
-        .all(|c| c.iter().fold(true, |ok, v| ok & (*v).into().is_finite()));
-    if all_finite {
+    // The position is looked up only for the error message.
+    if all_finite(data) {
         return Ok(());
     }
     match data.iter().position(|v| !(*v).into().is_finite()) {

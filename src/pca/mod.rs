@@ -14,7 +14,7 @@ pub mod optimizer;
 #[cfg(test)]
 mod tests;
 
-pub use accumulator::{Accumulator, AccumulatorParts, Target};
+pub use accumulator::{all_finite, Accumulator, AccumulatorParts, Target};
 pub use components::{max_principal_angle, Components, Projection};
 pub use error::PcaError;
 pub use optimizer::{FitParams, OptimizerKind, Trainer, TrainerState, ValidParams};
