@@ -276,8 +276,9 @@ impl Batch {
         }
     }
 
-    /// `x` and `y` widened to f64 (tests and diagnostics; the ingest path never copies).
-    pub fn to_f64(&self) -> (Vec<f64>, Option<Vec<f64>>) {
+    /// `x` and `y` widened to f64, for tests that compare parsers across widths.
+    #[cfg(test)]
+    pub(crate) fn to_f64(&self) -> (Vec<f64>, Option<Vec<f64>>) {
         match &self.data {
             BatchData::F64 { x, y } => (x.clone(), y.clone()),
             BatchData::F32 { x, y } => {

@@ -305,7 +305,7 @@ impl Accumulator {
             (Some(m), Some(y), Some(my)) => {
                 let mut yc = Vec::new();
                 let new_mean_y = centre(y, m, b, my, sw, n1, &mut yc);
-                let tr = decay * self.tr_syy + yc.iter().map(|v| v * v).sum::<f64>();
+                let tr = decay * self.tr_syy + sum_of_squares(&yc);
                 if !(tr.is_finite()
                     && tr <= MAX_SCATTER
                     && new_mean_y.iter().all(|v| v.is_finite()))
@@ -314,7 +314,7 @@ impl Accumulator {
                         what: "y: its scatter would overflow".into(),
                     });
                 }
-                Some((m, yc, new_mean_y, tr))
+                Some((yc, new_mean_y, tr))
             }
             _ => None,
         };
@@ -325,13 +325,11 @@ impl Accumulator {
         }
         linalg::syrk_lower_add(&mut self.sxx, xc, n, b + 1);
         self.mean_x = new_mean_x;
-        if let (Some((m, yc, new_mean_y, tr)), Some(syx)) = (targets, self.syx.as_mut()) {
+        if let (Some((yc, new_mean_y, tr)), Some(syx)) = (targets, self.syx.as_mut()) {
             if decay < 1.0 {
                 *syx *= decay;
             }
-            let ycm = DMatrix::from_vec(b + 1, m, yc);
-            let xcm = DMatrix::from_column_slice(b + 1, n, xc);
-            linalg::gemm(syx, faer::Accum::Add, &ycm, true, &xcm, false, 1.0);
+            linalg::gemm_tn_add(syx, &yc, xc, b + 1);
             self.mean_y = Some(new_mean_y);
             self.tr_syy = tr;
         }

@@ -36,6 +36,16 @@ pub(crate) fn gemm(
     matmul(view_mut(dst), accum, av, bv, alpha, Par::Seq);
 }
 
+/// `dst += aᵀ · b` for column-major slices `a` (k×m) and `b` (k×n) sharing their row
+/// count k; `dst` is m×n. Used where the operands already sit in work buffers, so they
+/// need not be copied into matrices first.
+pub(crate) fn gemm_tn_add(dst: &mut DMatrix<f64>, a: &[f64], b: &[f64], k: usize) {
+    let (m, n) = dst.shape();
+    let av = MatRef::from_column_major_slice(a, k, m);
+    let bv = MatRef::from_column_major_slice(b, k, n);
+    matmul(view_mut(dst), Accum::Add, av.transpose(), bv, 1.0, Par::Seq);
+}
+
 /// `a · b` into a new matrix, with optional transposes.
 pub(crate) fn mul(a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMatrix<f64> {
     let rows = if ta { a.ncols() } else { a.nrows() };

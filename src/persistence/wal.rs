@@ -202,8 +202,13 @@ impl WalRecord {
         self.data.apply_to(acc)
     }
 
-    /// Checks the shapes and encodes the record (length, checksum, payload).
-    fn encode(&self) -> Result<Vec<u8>> {
+    /// Checks the shapes and encodes the record for [`Wal::write_encoded`], which sets
+    /// the sequence number and the checksum (`self.sequence` is ignored; the checksum
+    /// bytes are left zero here, so the CRC pass runs once, after the stamp).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRecord`] for a malformed record.
+    pub fn encode_unsequenced(&self) -> Result<EncodedRecord> {
         let invalid = |reason: String| Error::InvalidRecord { reason };
         let (nx, ny) = self.data.lens();
         if self.dim == 0 || nx == 0 || nx % self.dim != 0 {
@@ -240,7 +245,7 @@ impl WalRecord {
 
         let mut buf = Vec::with_capacity(RECORD_HEADER_LEN as usize + payload_len);
         buf.extend_from_slice(&len.to_le_bytes());
-        buf.extend_from_slice(&[0; 4]); // checksum, filled below
+        buf.extend_from_slice(&[0; 4]); // checksum, filled by `EncodedRecord::stamp`
         buf.push(KIND_BATCH);
         buf.push(width);
         buf.extend_from_slice(&self.sequence.to_le_bytes());
@@ -268,20 +273,7 @@ impl WalRecord {
                 }
             }
         }
-        let crc = record_crc(&buf[0..4], &buf[8..]);
-        buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        Ok(buf)
-    }
-
-    /// Checks the shapes and encodes the record for [`Wal::write_encoded`], which sets
-    /// the sequence number (`self.sequence` is ignored).
-    ///
-    /// # Errors
-    /// [`Error::InvalidRecord`] for a malformed record.
-    pub fn encode_unsequenced(&self) -> Result<EncodedRecord> {
-        Ok(EncodedRecord {
-            bytes: self.encode()?,
-        })
+        Ok(EncodedRecord { bytes: buf })
     }
 
     /// Decodes a payload whose checksum already matched.
