@@ -30,8 +30,10 @@ pub struct Accumulator {
     /// Weighted sample count `N` (a plain count without forgetting).
     count: f64,
     mean_x: DVector<f64>,
-    /// Centred scatter `Σ_xx` (n×n). Only the lower triangle is kept up to date: the
-    /// batch update is a symmetric rank-b kernel that writes one triangle.
+    /// Centred scatter `Σ_xx`, stored as the top n×n block of a
+    /// [`scatter_rows`]`(n)`×n matrix (the extra rows, if any, stay zero). Only the lower
+    /// triangle is kept up to date: the batch update is a symmetric rank-b kernel that
+    /// writes one triangle.
     sxx: DMatrix<f64>,
     mean_y: Option<DVector<f64>>,
     /// Centred cross scatter `Σ_yx` (n_y×n); `None` for autoencoders (`y = x`).
@@ -105,7 +107,7 @@ impl Accumulator {
             half_life,
             count: 0.0,
             mean_x: DVector::zeros(dim),
-            sxx: DMatrix::zeros(dim, dim),
+            sxx: DMatrix::zeros(scatter_rows(dim), dim),
             mean_y: target_dim.map(DVector::zeros),
             syx: target_dim.map(|m| DMatrix::zeros(m, dim)),
             tr_syy: 0.0,
@@ -147,7 +149,7 @@ impl Accumulator {
         }
         acc.count = p.count;
         acc.mean_x = p.mean_x;
-        acc.sxx = p.sxx;
+        acc.sxx.rows_mut(0, p.dim).copy_from(&p.sxx);
         acc.mean_y = p.mean_y;
         acc.syx = p.syx;
         acc.tr_syy = p.tr_syy;
@@ -162,7 +164,7 @@ impl Accumulator {
             half_life: self.half_life,
             count: self.count,
             mean_x: self.mean_x.clone(),
-            sxx: self.sxx.clone(),
+            sxx: self.sxx.rows(0, self.dim).into_owned(),
             mean_y: self.mean_y.clone(),
             syx: self.syx.clone(),
             tr_syy: self.tr_syy,
@@ -201,7 +203,7 @@ impl Accumulator {
 
     /// The centred scatter `Σ_xx` as a full symmetric n×n matrix (not divided by N).
     pub fn scatter(&self) -> DMatrix<f64> {
-        let mut s = self.sxx.clone();
+        let mut s = self.sxx.rows(0, self.dim).into_owned();
         linalg::symmetrize_from_lower(&mut s);
         s
     }
@@ -216,7 +218,7 @@ impl Accumulator {
         if self.syx.is_some() {
             self.tr_syy
         } else {
-            self.sxx.diagonal().sum()
+            (0..self.dim).map(|i| self.sxx[(i, i)]).sum()
         }
     }
 
@@ -264,7 +266,22 @@ impl Accumulator {
             });
         }
         let b = x.len() / n;
-        check_finite_rows("x", x, n)?;
+        let decay = self.decay(b);
+        let n0 = self.count * decay;
+        let n1 = n0 + b as f64;
+        let w = n0 * b as f64 / n1;
+        let sw = w.sqrt();
+
+        // Centred batch, transposed: column-major (b+1)×n, so column i holds feature i of
+        // every row minus the batch mean, and its last entry is √w·d_i with d = batch mean
+        // − running mean. One pass also yields each column's sum of squares.
+        let mut col_sq = Vec::new();
+        let Some(new_mean_x) = centre(x, n, b, &self.mean_x, sw, n1, scratch, &mut col_sq) else {
+            check_finite_rows("x", x, n)?;
+            return Err(PcaError::NonFinite {
+                what: "x: the batch sum overflows".into(),
+            });
+        };
         match (self.target_dim, y) {
             (None, None) => {}
             (None, Some(_)) => {
@@ -276,25 +293,12 @@ impl Accumulator {
             (Some(_), None) => return Err(invalid("y", "this regression model needs targets")),
             (Some(m), Some(y)) => {
                 check_shape("y length (rows × target_dim)", b * m, y.len())?;
-                check_finite_rows("y", y, m)?;
             }
         }
-
-        let decay = self.decay(b);
-        let n0 = self.count * decay;
-        let n1 = n0 + b as f64;
-        let w = n0 * b as f64 / n1;
-        let sw = w.sqrt();
-
-        // Centred batch, transposed: column-major (b+1)×n, so column i holds feature i of
-        // every row minus the batch mean, and its last entry is √w·d_i with d = batch mean
-        // − running mean.
-        let new_mean_x = centre(x, n, b, &self.mean_x, sw, n1, scratch);
         let xc: &[f64] = scratch;
         // Diagonal after the update, checked before anything is written.
         for i in 0..n {
-            let col = &xc[i * (b + 1)..(i + 1) * (b + 1)];
-            let s = decay * self.sxx[(i, i)] + sum_of_squares(col);
+            let s = decay * self.sxx[(i, i)] + col_sq[i];
             if !(s.is_finite() && s <= MAX_SCATTER && new_mean_x[i].is_finite()) {
                 return Err(PcaError::NonFinite {
                     what: format!("x column {i}: its scatter would overflow"),
@@ -304,8 +308,13 @@ impl Accumulator {
         let targets = match (self.target_dim, y, self.mean_y.as_ref()) {
             (Some(m), Some(y), Some(my)) => {
                 let mut yc = Vec::new();
-                let new_mean_y = centre(y, m, b, my, sw, n1, &mut yc);
-                let tr = decay * self.tr_syy + sum_of_squares(&yc);
+                let Some(new_mean_y) = centre(y, m, b, my, sw, n1, &mut yc, &mut col_sq) else {
+                    check_finite_rows("y", y, m)?;
+                    return Err(PcaError::NonFinite {
+                        what: "y: the batch sum overflows".into(),
+                    });
+                };
+                let tr = decay * self.tr_syy + col_sq.iter().sum::<f64>();
                 if !(tr.is_finite()
                     && tr <= MAX_SCATTER
                     && new_mean_y.iter().all(|v| v.is_finite()))
@@ -423,7 +432,8 @@ impl Accumulator {
                 need: 1,
             });
         }
-        let mut cxx = self.sxx;
+        let pad = self.sxx.nrows() - self.dim;
+        let mut cxx = self.sxx.remove_rows(self.dim, pad);
         linalg::symmetrize_from_lower(&mut cxx);
         cxx /= self.count;
         let trace_xx = cxx.trace();
@@ -472,9 +482,18 @@ impl Accumulator {
     }
 }
 
-/// Centres `rows` row-major rows of length `n` on their own mean and appends the column
-/// `√w·(batch mean − running mean)`. Returns the n×(b+1) column-major buffer and the new
-/// running mean `μ + d·b/N₁`.
+/// Centres `b` row-major rows of length `n` on their own mean and writes them
+/// transposed into `buf`, a column-major (b+1)×n block: column `f` holds feature `f` of
+/// every row minus the batch mean, then `√w·d_f` with `d` = batch mean − running mean.
+/// `col_sq` receives each column's sum of squares (the scatter diagonal's increment).
+/// Returns the new running mean `μ + d·b/N₁`, or `None` when the batch sum is not
+/// finite: a NaN or infinity in the data (they propagate into the sum), or f64 values
+/// whose sum overflows. This stands in for a separate finiteness pass over the batch;
+/// the caller looks for the offending value only once it knows there is one.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one private helper, called twice"
+)]
 fn centre<T: Copy + Into<f64>>(
     data: &[T],
     n: usize,
@@ -483,7 +502,8 @@ fn centre<T: Copy + Into<f64>>(
     sw: f64,
     n1: f64,
     buf: &mut Vec<f64>,
-) -> DVector<f64> {
+    col_sq: &mut Vec<f64>,
+) -> Option<DVector<f64>> {
     let k = b + 1;
     // Every entry is written below; resizing only zero-fills what is new.
     buf.resize(n * k, 0.0);
@@ -493,50 +513,64 @@ fn centre<T: Copy + Into<f64>>(
             *m += (*v).into();
         }
     }
+    if !all_finite(&bm) {
+        return None;
+    }
     let inv_b = 1.0 / b as f64;
     bm.iter_mut().for_each(|m| *m *= inv_b);
-    // Transpose while centring, a tile of TILE rows at a time: each feature's TILE values
-    // land contiguously in its column, so writes stay within a few cache lines.
-    const TILE: usize = 32;
-    for (t, rows) in data.chunks(TILE * n).enumerate() {
-        let s0 = t * TILE;
-        for (f, m) in bm.iter().enumerate() {
-            let col = &mut buf[f * k + s0..];
-            for (r, c) in rows.chunks_exact(n).zip(col.iter_mut()) {
-                *c = r[f].into() - m;
+    col_sq.clear();
+    col_sq.resize(n, 0.0);
+    // Transpose while centring, BLOCK features at a time: each row contributes BLOCK
+    // contiguous values (one cache line of f32), and the BLOCK columns being written
+    // each advance by one entry per row, so reads and writes both stay in L1.
+    const BLOCK: usize = 16;
+    for (blk, ((cols, m), sq)) in buf
+        .chunks_mut(BLOCK * k)
+        .zip(bm.chunks(BLOCK))
+        .zip(col_sq.chunks_mut(BLOCK))
+        .enumerate()
+    {
+        let f0 = blk * BLOCK;
+        let w = m.len();
+        for (r, row) in data.chunks_exact(n).enumerate() {
+            let src = &row[f0..f0 + w];
+            for j in 0..w {
+                let c = src[j].into() - m[j];
+                cols[j * k + r] = c;
+                sq[j] += c * c;
             }
         }
     }
     let mut new_mean = mean.clone();
     for i in 0..n {
         let d = bm[i] - mean[i];
-        buf[i * k + b] = sw * d;
+        let chan = sw * d;
+        buf[i * k + b] = chan;
+        col_sq[i] += chan * chan;
         new_mean[i] += d * (b as f64 / n1);
     }
-    new_mean
+    Some(new_mean)
 }
 
+/// Scales the lower triangle of the top n×n block of `m` (ld×n, ld ≥ n) by `s`.
 fn scale_lower(m: &mut DMatrix<f64>, s: f64) {
-    let n = m.nrows();
-    for j in 0..n {
-        for i in j..n {
-            m[(i, j)] *= s;
-        }
+    let (ld, n) = m.shape();
+    for (j, col) in m.as_mut_slice().chunks_exact_mut(ld).enumerate() {
+        col[j..n].iter_mut().for_each(|v| *v *= s);
     }
 }
 
-/// Σ vᵢ², in eight independent lanes so the loop vectorises (a single running sum is a
-/// serial chain of dependent additions).
-fn sum_of_squares(v: &[f64]) -> f64 {
-    let mut lanes = [0.0; 8];
-    let chunks = v.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|x| x * x).sum();
-    for c in chunks {
-        for (l, x) in lanes.iter_mut().zip(c) {
-            *l += x * x;
-        }
+/// Rows of storage for an n×n scatter. When a column is a whole number of 4 KiB pages
+/// (n a multiple of 512), the update kernel's loads from one column alias its stores to
+/// the neighbouring column in the CPU's store buffer (4K aliasing); at n = 2048 the
+/// update ran 6-8% slower than with eight rows (one cache line) of padding, which break
+/// the pattern (`bench/KERNELS.md`). Other n are left unpadded.
+fn scatter_rows(n: usize) -> usize {
+    if n % 512 == 0 {
+        n + 8
+    } else {
+        n
     }
-    lanes.iter().sum::<f64>() + tail
 }
 
 /// True if every value is finite: one branch-free pass per chunk (it vectorises, where

@@ -57,7 +57,8 @@ pub(crate) fn mul(a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMa
 
 /// Symmetric rank-k update of the lower triangle: `dst_lower += xtᵀ · xt`, with `xt` a
 /// k×n column-major slice (column `f` holds feature `f` of the k samples, contiguous).
-/// Only the lower triangle of `dst` (n×n) is read or written.
+/// `dst` is ld×n with ld ≥ n (padded storage, see `Accumulator`); only the lower
+/// triangle of its top n×n block is read or written.
 ///
 /// The sample-contiguous layout matters: faer's x86 kernel packs and streams along the
 /// inner dimension k, and with k-contiguous operands the kernel measured 16.3-18.8 ms
@@ -66,7 +67,7 @@ pub(crate) fn mul(a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMa
 pub(crate) fn syrk_lower_add(dst: &mut DMatrix<f64>, xt: &[f64], n: usize, k: usize) {
     let x = MatRef::from_column_major_slice(xt, k, n).transpose();
     triangular::matmul(
-        view_mut(dst),
+        view_mut(dst).submatrix_mut(0, 0, n, n),
         BlockStructure::TriangularLower,
         Accum::Add,
         x,

@@ -155,6 +155,68 @@ fn f32_stream_with_a_large_mean_offset_keeps_the_covariance_accurate() {
 }
 
 #[test]
+fn padded_scatter_storage_at_n_512_gives_the_weighted_covariance_and_round_trips() {
+    // n = 512 is stored with padding rows (4K aliasing, see `scatter_rows`). Check the
+    // update with forgetting, the merge, the persisted parts and the target against a
+    // direct weighted computation on all rows.
+    let mut rng = StdRng::seed_from_u64(12);
+    let (n, rows, h) = (512, 300, 150.0);
+    let x = randn(&mut rng, rows, n).add_scalar(3.0);
+    let mut acc = Accumulator::new(n, None, Some(h)).unwrap();
+    let batches = [(0, 100), (100, 260), (260, 300)];
+    for (lo, hi) in batches {
+        acc.update(&rows_from(&x.rows(lo, hi - lo).into_owned()), None)
+            .unwrap();
+    }
+    // Row i's weight: 2^(−rows after its batch / h).
+    let w: Vec<f64> = (0..rows)
+        .map(|i| {
+            let hi = batches
+                .iter()
+                .find(|(lo, hi)| (*lo..*hi).contains(&i))
+                .unwrap()
+                .1;
+            (-((rows - hi) as f64) / h).exp2()
+        })
+        .collect();
+    let total: f64 = w.iter().sum();
+    let mean = (0..rows).fold(DVector::zeros(n), |m, i| m + x.row(i).transpose() * w[i]) / total;
+    let mut xc = x.clone();
+    for (i, mut r) in xc.row_iter_mut().enumerate() {
+        r -= mean.transpose();
+        r *= w[i].sqrt();
+    }
+    let direct = xc.transpose() * &xc;
+    let rel = |a: &DMatrix<f64>, b: &DMatrix<f64>| (a - b).norm() / b.norm();
+    assert!((acc.count() - total).abs() < 1e-9 * total);
+    assert!((acc.mean_x() - &mean).norm() < 1e-12 * mean.norm());
+    assert!(
+        rel(&acc.scatter(), &direct) < 1e-12,
+        "{:e}",
+        rel(&acc.scatter(), &direct)
+    );
+    assert!((acc.trace_syy() - direct.trace()).abs() < 1e-12 * direct.trace());
+    let target = acc.target().unwrap();
+    assert!(rel(&target.matrix, &(&direct / total)) < 1e-12);
+    // persisted parts are n×n and rebuild the same accumulator
+    let parts = acc.to_parts();
+    assert_eq!(parts.sxx.shape(), (n, n));
+    assert_eq!(Accumulator::from_parts(parts).unwrap(), acc);
+    // a merge of two unforgetting shards equals one accumulation
+    let mut a = Accumulator::new(n, None, None).unwrap();
+    let mut b = a.clone();
+    let mut whole = a.clone();
+    a.update(&rows_from(&x.rows(0, 120).into_owned()), None)
+        .unwrap();
+    b.update(&rows_from(&x.rows(120, 180).into_owned()), None)
+        .unwrap();
+    whole.update(&rows_from(&x), None).unwrap();
+    a.merge(&b).unwrap();
+    assert!(rel(&a.scatter(), &whole.scatter()) < 1e-12);
+    assert!(rel(&whole.scatter(), &(sample_covariance(&x) * rows as f64)) < 1e-12);
+}
+
+#[test]
 fn a_reused_work_buffer_gives_bit_identical_results_for_batches_of_any_size() {
     // Batches of 7, 300, 1 and 40 rows (growing, then shrinking the buffer), with
     // targets, against the same stream through a fresh buffer per batch.
