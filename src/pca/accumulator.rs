@@ -277,10 +277,7 @@ impl Accumulator {
         // − running mean. One pass also yields each column's sum of squares.
         let mut col_sq = Vec::new();
         let Some(new_mean_x) = centre(x, n, b, &self.mean_x, sw, n1, scratch, &mut col_sq) else {
-            check_finite_rows("x", x, n)?;
-            return Err(PcaError::NonFinite {
-                what: "x: the batch sum overflows".into(),
-            });
+            return Err(non_finite_batch("x", x, n));
         };
         match (self.target_dim, y) {
             (None, None) => {}
@@ -309,10 +306,7 @@ impl Accumulator {
             (Some(m), Some(y), Some(my)) => {
                 let mut yc = Vec::new();
                 let Some(new_mean_y) = centre(y, m, b, my, sw, n1, &mut yc, &mut col_sq) else {
-                    check_finite_rows("y", y, m)?;
-                    return Err(PcaError::NonFinite {
-                        what: "y: the batch sum overflows".into(),
-                    });
+                    return Err(non_finite_batch("y", y, m));
                 };
                 let tr = decay * self.tr_syy + col_sq.iter().sum::<f64>();
                 if !(tr.is_finite()
@@ -563,7 +557,7 @@ fn scale_lower(m: &mut DMatrix<f64>, s: f64) {
 /// Rows of storage for an n×n scatter. When a column is a whole number of 4 KiB pages
 /// (n a multiple of 512), the update kernel's loads from one column alias its stores to
 /// the neighbouring column in the CPU's store buffer (4K aliasing); at n = 2048 the
-/// update ran 6-8% slower than with eight rows (one cache line) of padding, which break
+/// kernel ran 3-8% slower than with eight rows (one cache line) of padding, which break
 /// the pattern (`bench/KERNELS.md`). Other n are left unpadded.
 fn scatter_rows(n: usize) -> usize {
     if n % 512 == 0 {
@@ -581,21 +575,15 @@ pub fn all_finite<T: Copy + Into<f64>>(values: &[T]) -> bool {
         .all(|c| c.iter().fold(true, |ok, v| ok & (*v).into().is_finite()))
 }
 
-fn check_finite_rows<T: Copy + Into<f64>>(
-    what: &str,
-    data: &[T],
-    n: usize,
-) -> Result<(), PcaError> {
-    // The position is looked up only for the error message.
-    if all_finite(data) {
-        return Ok(());
-    }
-    match data.iter().position(|v| !(*v).into().is_finite()) {
-        None => Ok(()),
-        Some(k) => Err(PcaError::NonFinite {
-            what: format!("{what} row {}, column {}", k / n, k % n),
-        }),
-    }
+/// The error for a batch (rows of length `n`) whose sum is not finite: the first NaN or
+/// infinity by row and column, or, when every value is finite, the overflow of the sum.
+/// Only called once [`centre`] has found the sum non-finite.
+fn non_finite_batch<T: Copy + Into<f64>>(what: &str, data: &[T], n: usize) -> PcaError {
+    let what = match data.iter().position(|v| !(*v).into().is_finite()) {
+        Some(k) => format!("{what} row {}, column {}", k / n, k % n),
+        None => format!("{what}: the batch sum overflows"),
+    };
+    PcaError::NonFinite { what }
 }
 
 fn check_shape(what: &'static str, expected: usize, got: usize) -> Result<(), PcaError> {

@@ -252,6 +252,14 @@ fn a_batch_with_a_non_finite_or_overflowing_value_changes_nothing() {
         .update(&[1.0, 1e200, 3.0, 0.0, -1e200, 0.0], None)
         .unwrap_err();
     assert!(matches!(err, PcaError::NonFinite { .. }), "{err}");
+    // finite values whose column sum overflows: no position to name
+    let err = acc
+        .update(&[1.0, 1e308, 3.0, 0.0, 1e308, 0.0], None)
+        .unwrap_err();
+    assert!(
+        matches!(err, PcaError::NonFinite { ref what } if what.contains("batch sum overflows")),
+        "{err}"
+    );
     assert!(matches!(
         acc.update(&[1.0, 2.0], None),
         Err(PcaError::DimensionMismatch { .. })
@@ -261,6 +269,19 @@ fn a_batch_with_a_non_finite_or_overflowing_value_changes_nothing() {
         Err(PcaError::EmptyBatch)
     ));
     assert_eq!(acc, before);
+    // a NaN in a regression target is named by row and column, and changes nothing
+    let mut reg = Accumulator::new(2, Some(2), None).unwrap();
+    reg.update(&[1.0, 2.0, 0.0, 1.0], Some(&[1.0, 0.0, 2.0, 1.0]))
+        .unwrap();
+    let before = reg.clone();
+    let err = reg
+        .update(&[1.0, 2.0, 3.0, 4.0], Some(&[0.5, 1.0, f64::INFINITY, 0.0]))
+        .unwrap_err();
+    assert!(
+        matches!(err, PcaError::NonFinite { ref what } if what.contains("y row 1, column 0")),
+        "{err}"
+    );
+    assert_eq!(reg, before);
 }
 
 #[test]
