@@ -6,6 +6,7 @@
 //! → [`Components`] → [`Components::project`].
 
 pub mod accumulator;
+pub mod batch;
 pub mod components;
 mod error;
 mod linalg;
@@ -15,6 +16,7 @@ pub mod optimizer;
 mod tests;
 
 pub use accumulator::{all_finite, Accumulator, AccumulatorParts, Target};
+pub use batch::{Batch, BatchData, BatchError, Part, Shape, MAX_ABS_VALUE};
 pub use components::{max_principal_angle, Components, Projection};
 pub use error::PcaError;
 pub use optimizer::{FitParams, OptimizerKind, Trainer, TrainerState, ValidParams};
