@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::registry::{Batch, ModelConfig};
+use crate::model::ModelConfig;
+use crate::pca::{Batch, BatchData};
 
 /// The body as bytes, with the body-limit rejection mapped to [`ApiError::BodyTooLarge`].
 #[derive(Debug)]
@@ -178,7 +179,7 @@ fn parse_json(body: &[u8], cfg: &ModelConfig) -> Result<Batch, ApiError> {
             Some(flatten("y", &y, t)?)
         }
     };
-    Ok(Batch::f64(rows, x, y))
+    checked(cfg, BatchData::F64 { x, y })
 }
 
 /// Checks that rows are non-empty, agree in length (ragged rows) and have `width` values,
@@ -387,26 +388,12 @@ fn parse_lines(body: &[u8], cfg: &ModelConfig, ndjson: bool) -> Result<Batch, Ap
         )));
     }
     check_finite("x", &values, width)?;
-    let (x, y) = split_rows(values, cfg);
-    Ok(Batch::f64(rows, x, y))
+    checked(cfg, BatchData::from_joined_f64(values, cfg.shape()))
 }
 
-/// Splits rows of `dim + target_dim` values into x and y.
-fn split_rows<T: Copy>(values: Vec<T>, cfg: &ModelConfig) -> (Vec<T>, Option<Vec<T>>) {
-    match cfg.target_dim {
-        None => (values, None),
-        Some(t) => {
-            let w = cfg.dim + t;
-            let rows = values.len() / w;
-            let mut x = Vec::with_capacity(rows * cfg.dim);
-            let mut y = Vec::with_capacity(rows * t);
-            for r in values.chunks_exact(w) {
-                x.extend_from_slice(&r[..cfg.dim]);
-                y.extend_from_slice(&r[cfg.dim..]);
-            }
-            (x, Some(y))
-        }
-    }
+/// The checked batch, or the API's error for it.
+fn checked(cfg: &ModelConfig, data: BatchData) -> Result<Batch, ApiError> {
+    Batch::new(cfg.shape(), data).map_err(ApiError::from)
 }
 
 fn parse_f32(body: &[u8], cfg: &ModelConfig) -> Result<Batch, ApiError> {
@@ -428,24 +415,25 @@ fn parse_f32(body: &[u8], cfg: &ModelConfig) -> Result<Batch, ApiError> {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     check_finite("x", &values, width)?;
-    let (x, y) = split_rows(values, cfg);
-    Ok(Batch::f32(body.len() / row_bytes, x, y))
+    checked(cfg, BatchData::from_joined_f32(values, cfg.shape()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ModelName;
     use crate::pca::OptimizerKind;
 
     fn cfg(dim: usize, target_dim: Option<usize>) -> ModelConfig {
         ModelConfig {
-            name: "m".into(),
+            name: ModelName::new("m").unwrap_or_else(|e| panic!("{e}")),
             dim,
             components: 1,
             target_dim,
             half_life: None,
             optimizer: OptimizerKind::Subspace,
             tolerance: 1e-6,
+            partitions: 1,
         }
     }
 
@@ -462,7 +450,7 @@ mod tests {
             .collect();
         let f32s = parse_batch(BatchFormat::F32, &raw, &c);
         for got in [json, nd, csv, f32s] {
-            let got = got.map(|b| (b.rows, b.to_f64()));
+            let got = got.map(|b| (b.rows(), b.to_f64()));
             assert_eq!(got, Ok(want.clone()));
         }
     }
@@ -475,9 +463,21 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         let got = parse_batch(BatchFormat::F32, &raw, &c);
-        assert_eq!(got, Ok(Batch::f32(1, vec![1.0, 2.0], Some(vec![3.0]))));
+        assert_eq!(
+            got.map(|b| b.into_data()),
+            Ok(BatchData::F32 {
+                x: vec![1.0, 2.0],
+                y: Some(vec![3.0])
+            })
+        );
         let json = parse_batch(BatchFormat::Json, br#"{"x": [[1, 2]], "y": [3]}"#, &c);
-        assert_eq!(json, Ok(Batch::f64(1, vec![1.0, 2.0], Some(vec![3.0]))));
+        assert_eq!(
+            json.map(|b| b.into_data()),
+            Ok(BatchData::F64 {
+                x: vec![1.0, 2.0],
+                y: Some(vec![3.0])
+            })
+        );
     }
 
     #[test]
@@ -552,10 +552,10 @@ mod tests {
         fn check(format: BatchFormat, body: &[u8], c: &ModelConfig) {
             match parse_batch(format, body, c) {
                 Ok(b) => {
-                    assert!(b.rows >= 1);
+                    assert!(b.rows() >= 1);
                     let (x, y) = b.to_f64();
-                    assert_eq!(x.len(), b.rows * c.dim);
-                    assert_eq!(y.as_ref().map(Vec::len), c.target_dim.map(|t| t * b.rows));
+                    assert_eq!(x.len(), b.rows() * c.dim);
+                    assert_eq!(y.as_ref().map(Vec::len), c.target_dim.map(|t| t * b.rows()));
                     assert!(x
                         .iter()
                         .chain(y.iter().flatten())

@@ -47,7 +47,7 @@ pub async fn project(
     headers: HeaderMap,
     body: Result<RawBody, ApiError>,
 ) -> Result<Json<ProjectResponse>, ApiError> {
-    let model = state.registry.get(&name)?;
+    let model = state.registry.get(&name).map_err(ApiError::from)?;
     match media_type(&headers).as_deref() {
         Some("application/json") => {}
         other => {

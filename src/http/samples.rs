@@ -28,7 +28,7 @@ pub async fn ingest(
     ModelName(name): ModelName,
     req: Request,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let model = state.registry.get(&name)?;
+    let model = state.registry.get(&name).map_err(ApiError::from)?;
     let result = async {
         let permit = state.guard.admit_ingest(&name)?;
         let format = BatchFormat::from_media_type(media_type(req.headers()).as_deref())?;
@@ -41,8 +41,8 @@ pub async fn ingest(
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let batch = parse_batch(format, &bytes, m.config())?;
-            guard.check_rows("batch", batch.rows)?;
-            m.ingest(batch)
+            guard.check_rows("batch", batch.rows())?;
+            m.ingest(&batch).map_err(ApiError::from)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?

@@ -12,6 +12,7 @@
 
 use nalgebra::{DMatrix, DVector};
 
+use super::batch::{Batch, BatchData, MAX_ABS_VALUE};
 use super::linalg;
 use super::PcaError;
 
@@ -40,6 +41,12 @@ pub struct Accumulator {
     syx: Option<DMatrix<f64>>,
     /// `tr Σ_yy` for regression models; for autoencoders `tr Σ_xx` is read off `sxx`.
     tr_syy: f64,
+    /// The stream's row clock as of this state: the number of rows, counted over the
+    /// whole stream (every partition of a model), through the last batch folded in.
+    /// Forgetting weighs a row by γ^(clock now − clock of its batch), so two
+    /// accumulators that saw different parts of one stream merge exactly once both are
+    /// brought to the later clock. Without forgetting it only orders states.
+    clock: u64,
 }
 
 /// The raw contents of an [`Accumulator`], for persistence. Shapes: `mean_x` n,
@@ -56,6 +63,7 @@ pub struct AccumulatorParts {
     pub mean_y: Option<DVector<f64>>,
     pub syx: Option<DMatrix<f64>>,
     pub tr_syy: f64,
+    pub clock: u64,
 }
 
 /// The symmetric matrix whose ordered eigenvectors the loss finds, with what a
@@ -111,16 +119,34 @@ impl Accumulator {
             mean_y: target_dim.map(DVector::zeros),
             syx: target_dim.map(|m| DMatrix::zeros(m, dim)),
             tr_syy: 0.0,
+            clock: 0,
         })
     }
 
-    /// Rebuilds an accumulator from persisted parts, checking shapes and finiteness.
+    /// Rebuilds an accumulator from persisted parts. Every shape is checked against the
+    /// parts' own sizes *before* anything is allocated (a header claiming a huge `dim`
+    /// with small matrices allocates nothing), then every value: finite, a non-negative
+    /// count, means within [`MAX_ABS_VALUE`], and a scatter diagonal that is
+    /// non-negative and no larger than `count · (2·MAX_ABS_VALUE)²` (what any stream of
+    /// accepted rows can produce). So a restored accumulator takes every accepted batch
+    /// without its overflow guard ever firing. Positive semi-definiteness costs a
+    /// factorisation and is checked separately ([`Accumulator::check_semidefinite`]).
     ///
     /// # Errors
     /// [`PcaError::DimensionMismatch`], [`PcaError::NonFinite`] or
-    /// [`PcaError::InvalidParam`] when the parts are inconsistent.
+    /// [`PcaError::InvalidParam`] naming the first inconsistent part.
     pub fn from_parts(p: AccumulatorParts) -> Result<Self, PcaError> {
-        let mut acc = Self::new(p.dim, p.target_dim, p.half_life)?;
+        if p.dim == 0 {
+            return Err(invalid("dim", "must be at least 1"));
+        }
+        if p.target_dim == Some(0) {
+            return Err(invalid("target_dim", "must be at least 1"));
+        }
+        if let Some(h) = p.half_life {
+            if !(h.is_finite() && h > 0.0) {
+                return Err(invalid("half_life", "must be a positive number of samples"));
+            }
+        }
         check_shape("mean_x", p.dim, p.mean_x.len())?;
         check_shape("sxx rows", p.dim, p.sxx.nrows())?;
         check_shape("sxx columns", p.dim, p.sxx.ncols())?;
@@ -134,7 +160,6 @@ impl Accumulator {
             _ => return Err(invalid("target_dim", "targets present without target_dim")),
         }
         let finite = p.count.is_finite()
-            && p.count >= 0.0
             && p.tr_syy.is_finite()
             && p.mean_x.iter().chain(p.sxx.iter()).all(|v| v.is_finite())
             && p.mean_y
@@ -147,13 +172,82 @@ impl Accumulator {
                 what: "accumulator parts".into(),
             });
         }
-        acc.count = p.count;
-        acc.mean_x = p.mean_x;
-        acc.sxx.rows_mut(0, p.dim).copy_from(&p.sxx);
-        acc.mean_y = p.mean_y;
-        acc.syx = p.syx;
-        acc.tr_syy = p.tr_syy;
-        Ok(acc)
+        if p.count < 0.0 || p.tr_syy < 0.0 {
+            return Err(invalid("count", "count and tr Σ_yy must not be negative"));
+        }
+        let max_mean = p
+            .mean_x
+            .iter()
+            .chain(p.mean_y.iter().flat_map(|m| m.iter()))
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        if max_mean > MAX_ABS_VALUE {
+            return Err(invalid(
+                "mean",
+                &format!("a mean of magnitude {max_mean:e} exceeds {MAX_ABS_VALUE:e}"),
+            ));
+        }
+        let max_diag = p.count * (2.0 * MAX_ABS_VALUE) * (2.0 * MAX_ABS_VALUE);
+        for i in 0..p.dim {
+            let d = p.sxx[(i, i)];
+            if !(0.0..=max_diag).contains(&d) {
+                return Err(invalid(
+                    "sxx",
+                    &format!(
+                        "diagonal entry {i} is {d:e}, outside [0, count·(2·{MAX_ABS_VALUE:e})²] \
+                         for count {}",
+                        p.count
+                    ),
+                ));
+            }
+        }
+        if p.tr_syy > max_diag * p.target_dim.unwrap_or(0) as f64 {
+            return Err(invalid(
+                "tr_syy",
+                "larger than any accepted stream can produce",
+            ));
+        }
+        let rows = scatter_rows(p.dim);
+        let sxx = if rows == p.dim {
+            p.sxx
+        } else {
+            let mut padded = DMatrix::zeros(rows, p.dim);
+            padded.rows_mut(0, p.dim).copy_from(&p.sxx);
+            padded
+        };
+        Ok(Self {
+            dim: p.dim,
+            target_dim: p.target_dim,
+            half_life: p.half_life,
+            count: p.count,
+            mean_x: p.mean_x,
+            sxx,
+            mean_y: p.mean_y,
+            syx: p.syx,
+            tr_syy: p.tr_syy,
+            clock: p.clock,
+        })
+    }
+
+    /// Checks that the scatter `Σ_xx` is positive semi-definite up to round-off: a
+    /// Cholesky factorisation of `Σ_xx + δ·I` with `δ = 1e-9 · max diag` must succeed
+    /// (a real stream's scatter has eigenvalues of at least −1e-13·‖Σ‖ or so; an imported
+    /// one that is indefinite would make the loss negative). Costs one n³/3
+    /// factorisation.
+    ///
+    /// # Errors
+    /// [`PcaError::NotPositiveDefinite`] when the factorisation fails.
+    pub fn check_semidefinite(&self) -> Result<(), PcaError> {
+        let mut s = self.sxx.rows(0, self.dim).into_owned();
+        let max_diag = (0..self.dim).fold(0.0f64, |m, i| m.max(s[(i, i)]));
+        let delta = 1e-9 * max_diag.max(f64::MIN_POSITIVE);
+        for i in 0..self.dim {
+            s[(i, i)] += delta;
+        }
+        if linalg::is_positive_definite(&s) {
+            Ok(())
+        } else {
+            Err(PcaError::NotPositiveDefinite { ridge: 1e-9 })
+        }
     }
 
     /// The raw contents, for persistence.
@@ -168,7 +262,19 @@ impl Accumulator {
             mean_y: self.mean_y.clone(),
             syx: self.syx.clone(),
             tr_syy: self.tr_syy,
+            clock: self.clock,
         }
+    }
+
+    /// The row clock as of this state (see the field's documentation).
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// The weighted count this state will have at the later row clock `clock`: `N`
+    /// decayed by γ^(clock − self.clock) (just `N` without forgetting).
+    pub fn count_at(&self, clock: u64) -> f64 {
+        self.count * self.decay(clock.saturating_sub(self.clock))
     }
 
     /// Input dimension n.
@@ -254,10 +360,55 @@ impl Accumulator {
         y: Option<&[T]>,
         scratch: &mut Vec<f64>,
     ) -> Result<(), PcaError> {
+        let rows = (x.len() / self.dim) as u64;
+        self.fold_values(x, y, self.clock + rows, scratch)
+    }
+
+    /// Folds a checked batch whose last row is row `clock` of the whole stream (rows
+    /// counted over every partition of the model, in `sequence` order). Old samples are
+    /// decayed by γ^(clock − self.clock) before the batch is added at weight 1, so a
+    /// partition that sees only some of a stream's batches weighs its rows exactly as
+    /// one accumulator of the whole stream would. Without forgetting this is
+    /// [`Accumulator::update`]. Whole or not at all.
+    ///
+    /// # Errors
+    /// [`PcaError::Incompatible`] when the batch's shape is not this accumulator's or
+    /// `clock` is less than `self.clock` plus the batch's rows (folds follow the
+    /// stream's order); [`PcaError::NonFinite`] if the scatter would overflow (which a
+    /// [`Batch`] cannot cause on a state that passed [`Accumulator::from_parts`]).
+    pub fn fold(
+        &mut self,
+        batch: &Batch,
+        clock: u64,
+        scratch: &mut Vec<f64>,
+    ) -> Result<(), PcaError> {
+        let shape = batch.shape();
+        if shape.dim != self.dim || shape.target_dim != self.target_dim {
+            return Err(PcaError::Incompatible {
+                reason: format!(
+                    "a batch of shape ({}, {:?}) for an accumulator of ({}, {:?})",
+                    shape.dim, shape.target_dim, self.dim, self.target_dim
+                ),
+            });
+        }
+        match batch.data() {
+            BatchData::F32 { x, y } => self.fold_values(x, y.as_deref(), clock, scratch),
+            BatchData::F64 { x, y } => self.fold_values(x, y.as_deref(), clock, scratch),
+        }
+    }
+
+    fn fold_values<T: Copy + Into<f64>>(
+        &mut self,
+        x: &[T],
+        y: Option<&[T]>,
+        clock: u64,
+        scratch: &mut Vec<f64>,
+    ) -> Result<(), PcaError> {
         let n = self.dim;
         if x.is_empty() {
             return Err(PcaError::EmptyBatch);
         }
+
         if x.len() % n != 0 {
             return Err(PcaError::DimensionMismatch {
                 what: "x length (a whole number of rows)",
@@ -266,7 +417,16 @@ impl Accumulator {
             });
         }
         let b = x.len() / n;
-        let decay = self.decay(b);
+        let elapsed = clock
+            .checked_sub(self.clock)
+            .filter(|e| *e >= b as u64)
+            .ok_or_else(|| PcaError::Incompatible {
+                reason: format!(
+                    "a batch of {b} rows ending at row {clock} cannot follow state at row {}",
+                    self.clock
+                ),
+            })?;
+        let decay = self.decay(elapsed);
         let n0 = self.count * decay;
         let n1 = n0 + b as f64;
         let w = n0 * b as f64 / n1;
@@ -337,12 +497,17 @@ impl Accumulator {
             self.tr_syy = tr;
         }
         self.count = n1;
+        self.clock = clock;
         Ok(())
     }
 
-    /// Merges another shard's accumulator into this one, exactly (Chan et al.):
+    /// Merges another accumulator into this one, exactly (Chan et al.):
     /// `N = N_a + N_b`, `μ = μ_a + d·N_b/N`, `Σ = Σ_a + Σ_b + d dᵀ·N_a N_b/N` with
-    /// `d = μ_b − μ_a`. No forgetting is applied: both shards are taken as of now.
+    /// `d = μ_b − μ_a`. Under forgetting both states are first brought to the later of
+    /// the two row clocks (the earlier one's count and scatters decayed by
+    /// γ^(difference)), so merging the partitions of one stream gives the accumulator of
+    /// the whole stream. Without forgetting the clocks only decide the merged clock (the
+    /// later one).
     ///
     /// # Errors
     /// [`PcaError::Incompatible`] when dimensions or half-lives differ;
@@ -361,14 +526,24 @@ impl Accumulator {
                 reason: "different half-lives".into(),
             });
         }
-        if other.count == 0.0 {
+        let clock = self.clock.max(other.clock);
+        let (wa, wb) = (
+            self.decay(clock - self.clock),
+            other.decay(clock - other.clock),
+        );
+        let (na, nb) = (self.count * wa, other.count * wb);
+        if nb == 0.0 {
+            if wa < 1.0 {
+                self.scale(wa);
+            }
+            self.clock = clock;
             return Ok(());
         }
-        let n1 = self.count + other.count;
-        let w = self.count * other.count / n1;
+        let n1 = na + nb;
+        let w = na * nb / n1;
         let d = &other.mean_x - &self.mean_x;
         let new_diag_ok = (0..self.dim).all(|i| {
-            let s = self.sxx[(i, i)] + other.sxx[(i, i)] + w * d[i] * d[i];
+            let s = wa * self.sxx[(i, i)] + wb * other.sxx[(i, i)] + w * d[i] * d[i];
             s.is_finite() && s <= MAX_SCATTER
         });
         if !new_diag_ok {
@@ -376,10 +551,13 @@ impl Accumulator {
                 what: "merged scatter".into(),
             });
         }
-        let ratio = other.count / n1;
+        if wa < 1.0 {
+            self.scale(wa);
+        }
+        let ratio = nb / n1;
         for j in 0..self.dim {
             for i in j..self.dim {
-                self.sxx[(i, j)] += other.sxx[(i, j)];
+                self.sxx[(i, j)] += wb * other.sxx[(i, j)];
             }
         }
         let scaled: Vec<f64> = d.iter().map(|v| v * w.sqrt()).collect();
@@ -391,13 +569,24 @@ impl Accumulator {
             other.mean_y.as_ref(),
         ) {
             let dy = omy - &*my;
-            *syx += osyx + (&dy * d.transpose()) * w;
-            self.tr_syy += other.tr_syy + w * dy.norm_squared();
+            *syx += osyx * wb + (&dy * d.transpose()) * w;
+            self.tr_syy += wb * other.tr_syy + w * dy.norm_squared();
             *my += dy * ratio;
         }
         self.mean_x += d * ratio;
         self.count = n1;
+        self.clock = clock;
         Ok(())
+    }
+
+    /// Multiplies the weight of every sample by `s` (count, scatters, `tr Σ_yy`).
+    fn scale(&mut self, s: f64) {
+        self.count *= s;
+        scale_lower(&mut self.sxx, s);
+        if let Some(syx) = self.syx.as_mut() {
+            *syx *= s;
+        }
+        self.tr_syy *= s;
     }
 
     /// Per-sample moments and the matrix the optimiser targets (DESIGN.md §2):
@@ -469,10 +658,10 @@ impl Accumulator {
         })
     }
 
-    /// `γ^b` with `γ = 2^(−1/half_life)`: the weight left on old samples when a batch
-    /// of `b` arrives.
-    fn decay(&self, b: usize) -> f64 {
-        self.half_life.map_or(1.0, |h| (-(b as f64) / h).exp2())
+    /// `γ^rows` with `γ = 2^(−1/half_life)`: the weight left on old samples after
+    /// `rows` more rows of the stream.
+    fn decay(&self, rows: u64) -> f64 {
+        self.half_life.map_or(1.0, |h| (-(rows as f64) / h).exp2())
     }
 }
 
