@@ -26,6 +26,8 @@ pub mod partition;
 pub mod registry;
 pub mod restore;
 pub mod snapshots;
+#[cfg(test)]
+mod tests;
 pub mod trainer;
 
 pub use config::{ConfigError, ModelConfig, ModelName};

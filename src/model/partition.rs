@@ -7,6 +7,7 @@
 //! appends and folds of different partitions run in parallel, on as many cores as there
 //! are partitions and producers.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::pca::{Accumulator, AccumulatorParts, Batch, PcaError};
@@ -115,11 +116,13 @@ impl PartitionState {
     }
 }
 
-/// The idle partitions of a model. A producer takes one, uses it alone, and gives it
-/// back; it waits only when every partition is taken.
+/// The idle partitions of a model, in the order they became idle. A producer takes the
+/// one idle longest, uses it alone, and gives it back; it waits only when every
+/// partition is taken. Taking the longest-idle one spreads even a single producer's
+/// batches over every partition, so they all hold a share of the stream.
 #[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<Vec<usize>>,
+    idle: Mutex<VecDeque<usize>>,
     returned: Condvar,
 }
 
@@ -134,8 +137,7 @@ impl Pool {
     /// A pool of partitions `0..k`, all idle.
     pub fn new(k: usize) -> Self {
         Self {
-            // Popped from the back: partition 0 first.
-            idle: Mutex::new((0..k).rev().collect()),
+            idle: Mutex::new((0..k).collect()),
             returned: Condvar::new(),
         }
     }
@@ -144,7 +146,7 @@ impl Pool {
     pub fn take(&self) -> Lease<'_> {
         let mut idle = lock(&self.idle);
         loop {
-            if let Some(index) = idle.pop() {
+            if let Some(index) = idle.pop_front() {
                 return Lease { pool: self, index };
             }
             idle = self
@@ -164,7 +166,7 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        lock(&self.pool.idle).push(self.index);
+        lock(&self.pool.idle).push_back(self.index);
         self.pool.returned.notify_one();
     }
 }
@@ -201,10 +203,11 @@ mod tests {
             }
         });
         assert!(most.load(Ordering::SeqCst) <= 3);
-        // With one producer, the same (first) partition is reused: nothing waits.
-        let a = pool.take();
-        let first = a.index();
-        drop(a);
-        assert_eq!(pool.take().index(), first);
+        // One producer alone goes round every partition without waiting.
+        let order: Vec<usize> = (0..6).map(|_| pool.take().index()).collect();
+        assert_eq!(order[..3], order[3..]);
+        let mut first = order[..3].to_vec();
+        first.sort_unstable();
+        assert_eq!(first, [0, 1, 2]);
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,115 +13,7 @@ use streampca::pca::Accumulator;
 use streampca::persistence::snapshot;
 
 use crate::helpers::{assert_error, spawn_app, spawn_app_in, spiked_rows};
-
-// ---------------------------------------------------------------------------------
-// The real binary.
-
-/// A `streampca` process on a free port with its own data directory.
-struct Server {
-    child: Child,
-    address: String,
-    client: reqwest::Client,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-impl Server {
-    /// Starts the binary on `data_dir` and waits until `/readyz` answers 200.
-    async fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        for _attempt in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_streampca"))
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--data-dir")
-                .arg(data_dir)
-                .arg("--log")
-                .arg("warn")
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            let address = format!("http://127.0.0.1:{port}");
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // exited (e.g. the port was taken meanwhile): retry
-                }
-                if let Ok(r) = client.get(format!("{address}/readyz")).send().await {
-                    if r.status() == StatusCode::OK {
-                        return Self {
-                            child,
-                            address,
-                            client,
-                        };
-                    }
-                }
-                assert!(Instant::now() < deadline, "server did not become ready");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        panic!("could not start the server");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
-    }
-
-    /// SIGKILL, then reap.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    async fn status(&self, name: &str) -> Value {
-        let r = self
-            .client
-            .get(self.url(&format!("/v1/models/{name}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.json().await.unwrap()
-    }
-
-    async fn export(&self, name: &str) -> snapshot::Snapshot {
-        let r = self
-            .client
-            .get(self.url(&format!("/v1/models/{name}/snapshot")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        snapshot::decode(&r.bytes().await.unwrap()).unwrap()
-    }
-
-    async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::process::Server;
 
 const DIM: usize = 8;
 
@@ -152,7 +43,7 @@ fn f32_body(values: &[f32]) -> Vec<u8> {
 async fn create(client: &reqwest::Client, base: &str, name: &str) {
     let r = client
         .post(format!("{base}/v1/models"))
-        .json(&json!({"name": name, "dim": DIM, "components": 2}))
+        .json(&json!({"name": name, "dim": DIM, "components": 2, "partitions": 1}))
         .send()
         .await
         .unwrap();
@@ -312,7 +203,7 @@ async fn crash_and_damage(dir: &Path, damage: impl FnOnce(&Path)) -> (Value, Vec
         acked.push(rows_of(p));
     }
     server.kill();
-    // One producer at a time always finds partition 0 idle: every batch is in its log.
+    // One partition: every batch is in its log.
     damage(&log_path(dir, "m", 0));
     let server = Server::start(dir, &[]).await;
     (server.status("m").await, acked, server)
