@@ -18,7 +18,7 @@ use std::io::Read;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use nalgebra::DMatrix;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use streampca::pca::{Accumulator, FitParams, OptimizerKind, Target, Trainer};
+use streampca::pca::{Accumulator, FitParams, FitTarget, OptimizerKind, Trainer};
 
 const FASHION_TEST: &str = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
 
@@ -82,7 +82,7 @@ fn product(out: &mut DMatrix<f64>, c: &DMatrix<f64>, v: &DMatrix<f64>) {
     );
 }
 
-fn target_of(rows: &[f32], n: usize) -> Target {
+fn target_of(rows: &[f32], n: usize) -> FitTarget {
     let mut acc = Accumulator::new(n, None, None).expect("accumulator");
     for chunk in rows.chunks(256 * n) {
         acc.update(chunk, None).expect("update");

@@ -51,12 +51,12 @@ fn max_angle(found: &DMatrix<f64>, truth: &DMatrix<f64>, p: usize) -> f64 {
 }
 
 /// A target with covariance `U diag(λ) Uᵀ` and a large count.
-fn synthetic_target(rng: &mut StdRng, lambdas: &[f64]) -> (Target, DMatrix<f64>) {
+fn synthetic_target(rng: &mut StdRng, lambdas: &[f64]) -> (FitTarget, DMatrix<f64>) {
     let n = lambdas.len();
     let u = random_orthogonal(rng, n);
     let c = &u * DMatrix::from_diagonal(&DVector::from_column_slice(lambdas)) * u.transpose();
     let c = (&c + c.transpose()) * 0.5;
-    let target = Target {
+    let target = FitTarget {
         trace_yy: c.trace(),
         trace_xx: c.trace(),
         matrix: c,
@@ -296,7 +296,7 @@ fn forgetting_halves_the_weight_of_old_samples_after_one_half_life() {
 
 // ------------------------------------------------------------------ optimiser
 
-fn fit_cold(target: &Target, p: usize, budget: usize) -> Components {
+fn fit_cold(target: &FitTarget, p: usize, budget: usize) -> Components {
     let mut params = FitParams::new(p, OptimizerKind::Subspace);
     params.max_steps = budget;
     let mut trainer = Trainer::new(params.check(target.matrix.nrows()).unwrap());

@@ -13,11 +13,12 @@
 //! - [`record`]: the log record format; [`recovery`]: reading a log back after a crash.
 //! - [`snapshot`]: the `SPCASNAP` format, atomic writes, newest-valid loading, pruning.
 //! - [`store`]: the `DATA_DIR/models/{name}/` layout, durable create / import /
-//!   delete, start-up recovery and the upgrade from release 0.1.
+//!   delete and start-up recovery; [`migrate`]: the upgrade from release 0.1.
 //! - [`error`]: [`Error`], which keeps the path next to every I/O error.
 
 pub mod error;
 pub mod log;
+pub mod migrate;
 pub mod partition_log;
 pub mod record;
 pub mod recovery;
