@@ -12,11 +12,14 @@
 //! - [`durability`]: start-up recovery into the registry and the snapshot schedule.
 //! - [`persistence`]: the write-ahead log, snapshots and data directory (blocking file
 //!   I/O; no HTTP).
+//! - [`datasets`]: the IDX reader and the data sets of the tests and benches (not used
+//!   by the service).
 //! - [`cli`]: the command-line client (`streampca models|ingest|components|project|demo`),
 //!   which talks to a running server over HTTP only.
 
 pub mod cli;
 pub mod config;
+pub mod datasets;
 pub mod drift;
 pub mod durability;
 pub mod http;
