@@ -15,12 +15,15 @@
 //! - [`drift`]: how far a model's subspace turned over a fixed interval.
 //! - [`config`]: the service's settings; [`telemetry`], [`shutdown`]: logging and the
 //!   stop signal.
+//! - [`datasets`]: the IDX reader and the data sets of the tests and benches (not used
+//!   by the service).
 //! - [`cli`]: the command-line tree and the client (`streampca models|ingest|…`), which
 //!   talks to a running server over HTTP only.
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod datasets;
 pub mod drift;
 pub mod http;
 pub mod metrics;

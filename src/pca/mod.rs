@@ -13,6 +13,8 @@ mod linalg;
 pub mod loss;
 pub mod optimizer;
 #[cfg(test)]
+mod real_data_tests;
+#[cfg(test)]
 mod tests;
 
 pub use accumulator::{all_finite, Accumulator, AccumulatorParts, FitTarget};
