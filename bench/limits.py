@@ -36,10 +36,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kernels import median_time  # noqa: E402
 
 DIMS = (64, 784, 2048)
-# Write-ahead log format version 1 (src/persistence/wal.rs): per record, len u32 + crc
-# u32 (8 bytes), then kind u8, width u8, sequence u64, rows u32, dim u32, target_dim u32
-# (22 bytes), then the values. Raw f32 bodies are logged as f32: 4 bytes per value.
-RECORD_OVERHEAD = 8 + 22
+# Partition log record format 2 (src/persistence/record.rs): len u32 + crc u32 (8 bytes),
+# then kind u8, width u8, sequence u64, local u64, clock u64, rows u32, dim u32,
+# target_dim u32 (38 bytes), then the values. Raw f32 bodies are logged as f32: 4 bytes
+# per value.
+RECORD_OVERHEAD = 8 + 38
 F32 = 4
 
 
@@ -222,7 +223,7 @@ def main():
         f"numpy {np.__version__}, scipy {scipy.__version__}, {blas_version()}, one thread; "
         "ours: criterion median of `cargo bench --bench pca -- accumulator_update` (bench profile, one thread), "
         f"run between dsyrk's two timings. Batch b = {b} rows; logged bytes per row = 4·n + {RECORD_OVERHEAD}/b (raw f32 "
-        "bodies, WAL format 1).",
+        "bodies, log record format 2).",
         "",
         f"Disk, the log's pattern ({append:,} B appends to a growing file, each followed by `fdatasync`, "
         f"{args.seconds:g} s each): {disk_main[0] / 1e6:.0f} MB/s at the start of the disk measurements "
