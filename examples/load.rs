@@ -68,6 +68,9 @@ struct IngestArgs {
     format: Format,
     #[arg(long, default_value_t = 16)]
     components: usize,
+    /// Partitions of the model (default: the server's, one per CPU up to 8).
+    #[arg(long)]
+    partitions: Option<usize>,
     /// Delete the model first, so every run starts from zero samples.
     #[arg(long)]
     fresh: bool,
@@ -226,7 +229,13 @@ async fn ingest(a: IngestArgs) -> Result<()> {
     }
     let create = client
         .post(format!("{base}/v1/models"))
-        .json(&json!({ "name": a.model, "dim": n, "components": a.components }))
+        .json(&{
+            let mut spec = json!({ "name": a.model, "dim": n, "components": a.components });
+            if let Some(k) = a.partitions {
+                spec["partitions"] = json!(k);
+            }
+            spec
+        })
         .send()
         .await?;
     if !(create.status().is_success() || create.status() == reqwest::StatusCode::CONFLICT) {
