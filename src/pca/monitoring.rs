@@ -92,7 +92,7 @@ impl LimitMoments {
             });
         }
         let n = target.count;
-        if !(n > 1.0) {
+        if n.is_nan() || n <= 1.0 {
             return Err(PcaError::NotEnoughSamples { have: n, need: 2 });
         }
         let r = u.ncols();
@@ -186,9 +186,10 @@ impl LimitMoments {
             frobenius_sq: f * f * frob,
             tail: [f * tr1, f * f * tr2, f * f * f * tr3],
         };
-        if !(out.trace.is_finite() && out.frobenius_sq.is_finite())
-            || !out.tail.iter().all(|v| v.is_finite())
-        {
+        let finite = out.trace.is_finite()
+            && out.frobenius_sq.is_finite()
+            && out.tail.iter().all(|v| v.is_finite());
+        if !finite {
             return Err(PcaError::NonFinite {
                 what: "covariance moments (tr C, ‖C‖², tr R³)".into(),
             });
@@ -308,7 +309,7 @@ pub fn limits(
     }
     let n = samples;
     let kf = k as f64;
-    if !(n > kf) {
+    if n.is_nan() || n <= kf {
         return Err(PcaError::InvalidParam {
             name: "k",
             reason: format!("must be below the sample count N = {n}, got {k}"),

@@ -74,10 +74,6 @@ impl Plant {
         Self { mean, root }
     }
 
-    fn covariance(&self) -> DMatrix<f64> {
-        &self.root * self.root.transpose()
-    }
-
     /// `rows` fresh rows (rows×n).
     fn sample(&self, rng: &mut StdRng, rows: usize) -> DMatrix<f64> {
         let z = randn(rng, self.root.ncols(), rows);
@@ -557,4 +553,212 @@ fn limits_match_an_independent_scipy_reference() {
         "max relative error vs scipy: t2 {:.1e}, spe {:.1e}, spe_box {:.1e}, theta {:.1e}",
         worst[0], worst[1], worst[2], worst[3]
     );
+}
+
+// ------------------------------------------------------------------ false alarms
+
+/// The 99.9 % two-sided normal quantile, for the binomial interval of a rate.
+const Z_999: f64 = 3.290_526_731_491_926;
+
+/// Rows over each limit among `rows` fresh rows of `plant`, scored in chunks against a
+/// fit through the service's path; `scale` maps rows into a standardised model's space.
+fn false_alarm_rates(
+    plant: &Plant,
+    rng: &mut StdRng,
+    comps: &Components,
+    limits: &[Limits],
+    rows: usize,
+    scale: Option<&Standardizer>,
+) -> Vec<(f64, f64)> {
+    let mut over = vec![(0usize, 0usize); limits.len()];
+    for _ in 0..rows / 20_000 {
+        let x = rows_from(&plant.sample(rng, 20_000));
+        let x = match scale {
+            Some(s) => s.scale_rows(&x).unwrap(),
+            None => x,
+        };
+        let stats = comps.statistics(&x, limits[0].k, false).unwrap();
+        for (o, l) in over.iter_mut().zip(limits) {
+            let c = stats.count_over(l);
+            o.0 += c.t2;
+            o.1 += c.spe;
+        }
+    }
+    over.iter()
+        .map(|(t, s)| (*t as f64 / rows as f64, *s as f64 / rows as f64))
+        .collect()
+}
+
+#[test]
+fn fresh_rows_from_the_fitted_distribution_raise_false_alarms_at_the_rate_alpha() {
+    let mut rng = StdRng::seed_from_u64(17);
+    // 52 mixed-unit variables driven by 8 latent factors plus sensor noise (a Tennessee
+    // Eastman-like plant); k = 8 leaves the sensor noise to the SPE (1.6 % of the
+    // correlation matrix's variance; far less of the raw covariance's, which the
+    // large-unit variables dominate).
+    let plant = Plant::new(&mut rng, 52, 8);
+    let train = plant.sample(&mut rng, 5000);
+    let acc = accumulate(&train);
+    let (fitted, m) = (5000usize, 200_000usize);
+    assert_eq!(acc.count().to_bits(), (fitted as f64).to_bits());
+    let raw = acc.target().unwrap();
+    let (corr, standardizer) = correlation_target(acc.target().unwrap()).unwrap();
+    for (name, target, scale) in [
+        ("covariance", &raw, None),
+        ("correlation", &corr, Some(&standardizer)),
+    ] {
+        let comps = fit(target, 8, 1e-6);
+        let moments = LimitMoments::new(target, &comps).unwrap();
+        let alphas = [0.01, 0.05];
+        let limits: Vec<Limits> = alphas
+            .iter()
+            .map(|&a| limits(&comps.eigenvalues, 8, a, comps.samples, &moments).unwrap())
+            .collect();
+        let rates = false_alarm_rates(&plant, &mut rng, &comps, &limits, m, scale);
+        for ((alpha, l), (t2, spe)) in alphas.iter().zip(&limits).zip(rates) {
+            let half = Z_999 * (alpha * (1.0 - alpha) / m as f64).sqrt();
+            eprintln!(
+                "{name} α {alpha}: T² rate {t2:.5} (interval {:.5}..{:.5}), SPE rate {spe:.5} \
+                 ({:?}, θ₁/tr C {:.1e}, h₀ {:.3})",
+                alpha - half,
+                alpha + half,
+                l.spe_method,
+                l.theta[0] / moments.trace,
+                l.h0
+            );
+            assert!(
+                (t2 - alpha).abs() <= half,
+                "{name}: T² rate {t2} for α {alpha}"
+            );
+            assert!(
+                (spe - alpha).abs() <= 0.25 * alpha,
+                "{name}: SPE rate {spe} for α {alpha}"
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------ standardisation
+
+#[test]
+fn standardised_pca_equals_pca_of_the_explicit_correlation_matrix() {
+    let mut rng = StdRng::seed_from_u64(19);
+    let plant = Plant::new(&mut rng, 14, 4);
+    let mut x = plant.sample(&mut rng, 3000);
+    // Column 3 constant; column 9 varies by 1e-9 around 7 (1e-13 of the largest
+    // standard deviation, which is ~1e4): numerically constant.
+    x.column_mut(3).fill(-2.5);
+    for r in 0..x.nrows() {
+        x[(r, 9)] = 7.0 + 1e-9 * rng.sample::<f64, _>(rand_distr::StandardNormal);
+    }
+    let (corr, s) = correlation_target(accumulate(&x).target().unwrap()).unwrap();
+    assert_eq!(s.constant_columns(), &[3, 9]);
+    // Reference: the correlation matrix of the rows, constant rows/columns zero.
+    let (mean, c) = mean_and_covariance(&x);
+    let sd = c.diagonal().map(f64::sqrt);
+    let keep = |j: usize| j != 3 && j != 9;
+    let r = DMatrix::from_fn(14, 14, |i, j| {
+        if keep(i) && keep(j) {
+            c[(i, j)] / (sd[i] * sd[j])
+        } else {
+            0.0
+        }
+    });
+    for j in (0..14).filter(|&j| keep(j)) {
+        assert!(rel(s.scale()[j], sd[j]) < 1e-12);
+    }
+    let (lam, vecs) = eigh_ref(&r);
+    let comps = fit(&corr, 6, 1e-11);
+    let v = aligned(&vecs, &comps.vectors, 6);
+    for i in 0..6 {
+        assert!(rel(comps.eigenvalues[i], lam[i]) < 1e-9, "λ{i}");
+    }
+    assert!((&v - &comps.vectors).amax() < 1e-9);
+    // Constant variables carry no weight in any component.
+    assert!(comps.vectors.row(3).amax() < 1e-12 && comps.vectors.row(9).amax() < 1e-12);
+    // Query rows, including a deviation in the constant variables, scored in z space.
+    let mut q = plant.sample(&mut rng, 40);
+    q.column_mut(3).fill(100.0);
+    q.column_mut(9).fill(7.5);
+    let z = s.scale_rows(&rows_from(&q)).unwrap();
+    let zc = DMatrix::from_fn(14, 40, |j, row| {
+        if keep(j) {
+            (q[(row, j)] - mean[j]) / sd[j]
+        } else {
+            0.0
+        }
+    });
+    assert!(
+        (DMatrix::from_row_slice(40, 14, &z) - zc.transpose()).amax() < 1e-9,
+        "z-scores"
+    );
+    let reference = reference_stats(&zc, &v.columns(0, 4).into_owned(), &lam[..4]);
+    let (proj, stats) = comps
+        .project_with_statistics(&z, 4, false, true, true)
+        .unwrap();
+    compare(&stats, &reference, 1e-9);
+    let contrib = stats.contributions.as_ref().unwrap();
+    for row in 0..40 {
+        for j in [3, 9] {
+            assert!(contrib.t2[(row, j)] <= 1e-18 * stats.t2[row]);
+            assert!(contrib.spe[(row, j)] <= 1e-18 * stats.spe[row]);
+        }
+    }
+    // Reconstructions back in input units: constant variables at their mean.
+    let back = s.unscale_rows(proj.reconstructions.as_ref().unwrap());
+    assert!(back.iter().all(|v| v.is_finite()));
+    assert!(back
+        .column(3)
+        .iter()
+        .all(|v| v.to_bits() == (-2.5f64).to_bits()));
+    // Limits in the same space exist and are finite.
+    let moments = LimitMoments::new(&corr, &comps).unwrap();
+    assert!(
+        rel(moments.trace, 12.0) < 1e-12,
+        "tr R = number of non-constant variables"
+    );
+    let l = limits(&comps.eigenvalues, 4, 0.01, comps.samples, &moments).unwrap();
+    assert!(l.t2.is_finite() && l.spe.is_finite());
+}
+
+#[test]
+fn all_constant_data_and_regression_targets_are_handled_without_nan() {
+    let x = DMatrix::from_fn(50, 4, |_, j| j as f64 * 1e6);
+    let (corr, s) = correlation_target(accumulate(&x).target().unwrap()).unwrap();
+    assert_eq!(s.constant_columns(), &[0, 1, 2, 3]);
+    assert!(corr.matrix.iter().all(|v| *v == 0.0) && corr.trace_xx == 0.0);
+    let z = s.scale_rows(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+    assert_eq!(z, vec![0.0; 4]);
+    let comps = Trainer::new(FitParams::new(2, OptimizerKind::Subspace).check(4).unwrap())
+        .fit(&corr, None)
+        .unwrap();
+    assert!(comps.is_empty());
+    assert!(matches!(
+        LimitMoments::new(&corr, &comps),
+        Err(PcaError::InvalidParam {
+            name: "components",
+            ..
+        })
+    ));
+    assert_eq!(
+        s.scale_rows(&[1.0, f64::INFINITY, 3.0, 4.0]),
+        Err(PcaError::NonFinite {
+            what: "x row 0, column 1".into()
+        })
+    );
+    assert!(matches!(
+        s.scale_rows(&[1.0, 2.0, 3.0]),
+        Err(PcaError::DimensionMismatch { .. })
+    ));
+    // Standardisation applies to autoencoders only.
+    let mut acc = Accumulator::new(2, Some(1), None).unwrap();
+    acc.update(&[1.0, 2.0, 3.0, 5.0, 4.0, 1.0], Some(&[1.0, 2.0, 0.5]))
+        .unwrap();
+    assert!(matches!(
+        correlation_target(acc.target().unwrap()),
+        Err(PcaError::InvalidParam {
+            name: "standardize",
+            ..
+        })
+    ));
 }

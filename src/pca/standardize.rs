@@ -49,7 +49,7 @@ impl Standardizer {
             });
         }
         let n = target.count;
-        if !(n > 1.0) {
+        if n.is_nan() || n <= 1.0 {
             return Err(PcaError::NotEnoughSamples { have: n, need: 2 });
         }
         let f = n / (n - 1.0);
@@ -57,7 +57,7 @@ impl Standardizer {
         let mut scale = DVector::from_fn(m, |j, _| (target.matrix[(j, j)].max(0.0) * f).sqrt());
         let top = scale.max();
         let constant: Vec<usize> = (0..m)
-            .filter(|&j| !(scale[j] > CONSTANT_RELATIVE * top))
+            .filter(|&j| scale[j] <= CONSTANT_RELATIVE * top)
             .collect();
         for &j in &constant {
             scale[j] = 0.0;
