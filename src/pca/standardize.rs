@@ -90,10 +90,16 @@ impl Standardizer {
     ///
     /// # Errors
     /// [`PcaError::DimensionMismatch`] if the target is not the one this was built from
-    /// (different dimension).
+    /// (different dimension); [`PcaError::InvalidParam`] for a regression target.
     pub fn standardize_target(&self, mut target: Target) -> Result<Target, PcaError> {
         let m = self.scale.len();
-        if target.matrix.nrows() != m || target.regression.is_some() {
+        if target.regression.is_some() {
+            return Err(PcaError::InvalidParam {
+                name: "standardize",
+                reason: "applies to autoencoder models only (this model has targets)".into(),
+            });
+        }
+        if target.matrix.nrows() != m {
             return Err(PcaError::DimensionMismatch {
                 what: "target dimension (the standardizer's)",
                 expected: m,
