@@ -33,8 +33,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::http::error::{ApiError, ERROR_CODES};
 use crate::metrics::Metrics;
 use crate::pca::{
-    all_finite, Accumulator, AccumulatorParts, Components, FitParams, OptimizerKind, PcaError,
-    Trainer, TrainerState, ValidParams,
+    all_finite, Accumulator, AccumulatorParts, Cancel, Components, FitParams, OptimizerKind,
+    PcaError, Trainer, TrainerState, ValidParams,
 };
 use crate::persistence::{self, BatchData, ModelStore, Snapshot, Store, WalRecord};
 
@@ -419,6 +419,8 @@ pub struct Model {
     published: RwLock<Arc<Published>>,
     wake: Mutex<Wake>,
     wake_cv: Condvar,
+    /// Set by `stop`: a running fit returns at its next step instead of finishing.
+    cancel: Cancel,
     /// False once deleted: guards metric updates so a deleted model's late trainer or
     /// ingest cannot recreate its series.
     alive: Mutex<bool>,
@@ -474,6 +476,7 @@ impl Model {
             published: RwLock::new(Arc::new(published)),
             wake: Mutex::new(Wake::default()),
             wake_cv: Condvar::new(),
+            cancel: Cancel::new(),
             alive: Mutex::new(true),
             metrics,
             store,
@@ -693,6 +696,7 @@ impl Model {
     }
 
     fn stop(&self) {
+        self.cancel.cancel();
         lock(&self.wake).stop = true;
         self.wake_cv.notify_all();
     }
@@ -754,11 +758,14 @@ impl Model {
                 (st.acc.clone(), st.counters.sequence)
             };
             let start = Instant::now();
-            let fit = acc.into_target().and_then(|t| trainer.fit(&t, None));
+            let fit = acc
+                .into_target()
+                .and_then(|t| trainer.fit_until(&t, None, &self.cancel));
             let elapsed = start.elapsed();
             match fit {
                 Ok(c) => self.publish(c, sequence, &trainer, elapsed),
                 Err(PcaError::NotEnoughSamples { .. }) => {}
+                Err(PcaError::Cancelled) => break,
                 Err(e) => tracing::warn!(model = %self.config.name, error = %e, "fit failed"),
             }
             if !self.pause_while_ingesting(elapsed) {

@@ -7,6 +7,7 @@
 
 pub mod accumulator;
 pub mod batch;
+pub mod cancel;
 pub mod components;
 mod error;
 mod linalg;
@@ -17,6 +18,7 @@ mod tests;
 
 pub use accumulator::{all_finite, Accumulator, AccumulatorParts, Target};
 pub use batch::{Batch, BatchData, BatchError, Part, Shape, MAX_ABS_VALUE};
+pub use cancel::Cancel;
 pub use components::{max_principal_angle, Components, Projection};
 pub use error::PcaError;
 pub use optimizer::{FitParams, OptimizerKind, Trainer, TrainerState, ValidParams};
