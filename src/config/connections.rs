@@ -20,12 +20,12 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Connection limits and timeouts. Each bounds what a client can hold without sending
 /// a request: a slow or silent client is closed after `header_read_timeout_secs`, an
 /// idle one after `idle_timeout_secs`, and connections beyond `max_connections` are
-/// refused at once with 503.
+/// answered 503 and closed.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionSettings {
-    /// Largest number of open client connections; more are answered 503 and closed at
-    /// once. Capped at start-up to 3/4 of the open-file limit (`ulimit -n`), which is
-    /// first raised towards its hard limit if it is too low.
+    /// Largest number of open client connections; more are answered 503 and closed.
+    /// Capped at start-up to 3/4 of the open-file limit (`ulimit -n`), which is first
+    /// raised towards its hard limit if it is too low.
     #[arg(long, env = "STREAMPCA_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Seconds a connection has to send a complete request head, counted from its

@@ -2,8 +2,9 @@
 //! connections, each watched by [`super::connection`], and a bounded shutdown.
 //!
 //! - At most `max_connections` connections (capped by the open-file limit, see
-//!   [`super::fd_limit`]); one more is answered `503 overloaded` and closed at once,
-//!   so descriptors never run out and clients learn why.
+//!   [`super::fd_limit`]); one more is answered `503 overloaded` (once its request
+//!   head is in, or after 1 s) and closed within 2 s, so descriptors never run out
+//!   and clients learn why.
 //! - Stalled connections are closed (header-read and idle timeouts, see
 //!   [`super::connection`]), so silent or trickling clients cannot keep their slots.
 //! - On shutdown: stop accepting, close connections with no request in flight, let
@@ -29,11 +30,11 @@ use super::fd_limit;
 use crate::config::Settings;
 use crate::telemetry::throttle::{Backoff, LogThrottle};
 
-/// Refused connections kept open briefly (to send their 503 and read what the client
-/// already sent, so the close is not a reset that loses the answer); beyond this many
-/// at once, refused connections are closed without waiting.
+/// Refused connections kept open briefly (to read the request head, answer 503 and
+/// close cleanly); beyond this many at once, refused connections are closed unanswered.
 const LINGERING_REFUSALS: usize = 32;
-/// How long a refused connection is kept for that.
+/// How long a refused connection waits for its request head, and then for the client
+/// to take the answer.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Connection-level warnings: at most 5 lines per kind per 10 s, with counts.
@@ -102,9 +103,8 @@ pub async fn serve(
                                 refuse(stream, &refusal).await;
                                 drop(linger);
                             });
-                        } else {
-                            let _ = stream.try_write(&refusal);
                         }
+                        // Otherwise the connection is closed unanswered.
                     }
                 }
                 Err(e) if is_connection_error(&e) => {}
@@ -156,17 +156,32 @@ fn refusal_response(max: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Sends the 503, half-closes, and reads (and drops) what the client sends for up to
-/// [`REFUSAL_LINGER`], so closing does not reset the connection before the client has
-/// read the answer.
+/// Waits up to [`REFUSAL_LINGER`] for the client's request head (so the answer is not
+/// an unsolicited response to a client about to send one), sends the 503, half-closes,
+/// and for up to [`REFUSAL_LINGER`] more reads (and drops) what else the client sends,
+/// so the close is not a reset that loses the answer.
 async fn refuse(mut stream: TcpStream, refusal: &[u8]) {
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        let mut head = Vec::new();
+        loop {
+            let n = stream.read(&mut buf).await?;
+            // Only the new bytes (and the three before them) can complete the head.
+            let from = head.len().saturating_sub(3);
+            head.extend_from_slice(&buf[..n]);
+            let complete = head[from..].windows(4).any(|w| w == b"\r\n\r\n");
+            if n == 0 || complete || head.len() >= 64 * 1024 {
+                return Ok::<(), io::Error>(());
+            }
+        }
+    })
+    .await;
     let _ = tokio::time::timeout(REFUSAL_LINGER, async {
         stream.write_all(refusal).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
         let mut total = 0usize;
         while total < 64 * 1024 {
-            match stream.read(&mut sink).await? {
+            match stream.read(&mut buf).await? {
                 0 => break,
                 n => total += n,
             }

@@ -5,6 +5,7 @@
 mod auth;
 mod cli;
 mod concurrency;
+mod connections;
 mod durability;
 mod errors;
 mod helpers;
@@ -14,3 +15,4 @@ mod metrics;
 mod models;
 mod openapi;
 mod project;
+mod shutdown;
