@@ -56,6 +56,8 @@ const TRAINER_MIN_PAUSE: Duration = Duration::from_millis(5);
 /// Longest pause between fits under a continuous stream: bounds how far the published
 /// components can lag the newest batches (plus one fit).
 const TRAINER_MAX_PAUSE: Duration = Duration::from_millis(250);
+/// Longest time [`Registry::shutdown`] waits for the trainers to stop, in all.
+pub const TRAINER_STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// Locks a mutex, recovering the data if a previous holder panicked (the data under our
 /// locks is only replaced by whole values, so it is never left half-written).
@@ -1050,8 +1052,13 @@ impl Registry {
         }
     }
 
-    /// Stops every trainer and waits for them to finish their current fit. Blocking:
-    /// call from a blocking context.
+    /// Stops every trainer: a running fit is cancelled at its next check, and each
+    /// thread is waited for up to [`TRAINER_STOP_WAIT`] in all. A trainer still inside
+    /// one long kernel then (an eigensolve at n = 4096, p = 1024 takes tens of seconds)
+    /// is left to the process exit: a cancelled fit publishes nothing, so a final
+    /// snapshot taken meanwhile holds the last published warm start (at worst a fit
+    /// that finished in that kernel is not in it, which only costs the next start
+    /// some steps). Blocking: call from a blocking context.
     pub fn shutdown(&self) {
         let threads: Vec<_> = {
             let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
@@ -1063,8 +1070,17 @@ impl Registry {
                 })
                 .collect()
         };
+        let deadline = Instant::now() + TRAINER_STOP_WAIT;
         for t in threads.into_iter().flatten() {
-            if t.join().is_err() {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !t.is_finished() {
+                tracing::warn!(
+                    thread = t.thread().name().unwrap_or("trainer"),
+                    "a cancelled fit is still inside one kernel; not waiting for it"
+                );
+            } else if t.join().is_err() {
                 tracing::error!("a trainer thread panicked");
             }
         }
