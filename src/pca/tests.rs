@@ -475,17 +475,12 @@ fn the_gradient_optimiser_converges_through_the_trainer_too() {
     assert!(max_angle(&comps.vectors, &u, 3) < 1e-5);
 }
 
-/// A spectrum whose components `p−1` and `p` (0-based) tie, so no fit of `p`
-/// components ever converges: without a cancellation it runs to its step budget.
-fn tied_at(p: usize, n: usize) -> Vec<f64> {
+/// A geometric spectrum with component `i` (0-based) tied to component `i − 1`: a fit
+/// whose error bounds include both never converges, so without a cancellation it runs
+/// to its step budget.
+fn tied_at(i: usize, n: usize) -> Vec<f64> {
     (0..n)
-        .map(|i| {
-            if i == p {
-                0.9f64.powi(p as i32 - 1)
-            } else {
-                0.9f64.powi(i as i32)
-            }
-        })
+        .map(|j| 0.9f64.powi(if j == i { j as i32 - 1 } else { j as i32 }))
         .collect()
 }
 
@@ -533,7 +528,7 @@ fn a_fit_cancelled_before_it_starts_does_nothing_and_the_trainer_still_fits() {
 
 #[test]
 fn a_subspace_fit_that_would_never_converge_stops_when_cancelled_and_resumes_warm() {
-    // Arrange: p = 12 with components 11 and 12 tied.
+    // Arrange: p = 12 with components 11 and 12 tied (12 is a guard column).
     let (p, n) = (12, 300);
     let mut rng = StdRng::seed_from_u64(32);
     let (target, _) = synthetic_target(&mut rng, &tied_at(p, n));
@@ -556,9 +551,10 @@ fn a_subspace_fit_that_would_never_converge_stops_when_cancelled_and_resumes_war
 
 #[test]
 fn a_gradient_fit_stops_when_cancelled() {
+    // Plain gradient descent has no guard columns: tie components 2 and 3 of p = 4.
     let (p, n) = (4, 40);
     let mut rng = StdRng::seed_from_u64(33);
-    let (target, _) = synthetic_target(&mut rng, &tied_at(p, n));
+    let (target, _) = synthetic_target(&mut rng, &tied_at(p - 1, n));
     let trainer = Trainer::new(FitParams::new(p, OptimizerKind::Gradient).check(n).unwrap());
     let (result, trainer) = fit_then_cancel(trainer, &target);
     assert_eq!(result.unwrap_err(), PcaError::Cancelled);
