@@ -102,13 +102,12 @@ pub async fn run(
         models = registry.list().len(), held = registry.held().len(), "recovered; listening");
     ready.store(true, Ordering::Release);
     let not_ready = ready.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            not_ready.store(false, Ordering::Release);
-        })
-        .await
-        .context("serving HTTP");
+    let served = crate::http::server::serve(listener, app, &settings, async move {
+        shutdown.await;
+        not_ready.store(false, Ordering::Release);
+    })
+    .await
+    .context("serving HTTP");
     tokio::task::spawn_blocking(move || {
         snapshotter.stop();
         registry.shutdown();

@@ -3,6 +3,8 @@
 //!
 //! Owns parsing and validation only; it never opens sockets or files.
 
+pub mod connections;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -88,6 +90,9 @@ pub struct Settings {
     /// Request limits and overload protection.
     #[command(flatten)]
     pub limits: Limits,
+    /// Connection limits and timeouts.
+    #[command(flatten)]
+    pub connections: connections::ConnectionSettings,
 }
 
 impl Default for Settings {
@@ -105,6 +110,7 @@ impl Default for Settings {
             accept_data_loss: false,
             auth: AuthSettings::default(),
             limits: Limits::default(),
+            connections: connections::ConnectionSettings::default(),
         }
     }
 }
@@ -136,6 +142,8 @@ impl Settings {
         if self.data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
         }
+        self.connections.validate()?;
+        self.auth.keys()?;
         self.limits.validate()
     }
 }
@@ -196,6 +204,40 @@ pub struct AuthSettings {
     /// Require the read key for `GET /metrics` too (open by default, for scrapers).
     #[arg(long, env = "STREAMPCA_METRICS_AUTH", default_value_t = false)]
     pub metrics_auth: bool,
+    /// Accept keys shorter than 16 bytes (for local use and tests only).
+    #[arg(long, env = "STREAMPCA_ALLOW_SHORT_API_KEYS", default_value_t = false)]
+    pub allow_short_api_keys: bool,
+}
+
+/// Shortest API key accepted without `--allow-short-api-keys`, in bytes.
+pub const MIN_API_KEY_BYTES: usize = 16;
+
+/// Why `key` can never work as a bearer token, or is too short; `None` if it is fine.
+/// A header value must be visible ASCII, so a key with any other byte (accents, other
+/// scripts, control characters, inner spaces) could never be presented and every
+/// request would get 401. The message never includes the key.
+fn key_problem(name: &str, key: &str, allow_short: bool) -> Option<String> {
+    if let Some((i, c)) = key.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+        let what = if c == ' ' {
+            "a space".to_owned()
+        } else if c.is_ascii() {
+            format!("the control character U+{:04X}", u32::from(c))
+        } else {
+            format!("the non-ASCII character U+{:04X}", u32::from(c))
+        };
+        return Some(format!(
+            "{name} contains {what} at byte {i}: keys must be visible ASCII \
+             (bytes 0x21-0x7E), because HTTP headers cannot carry anything else"
+        ));
+    }
+    if !allow_short && key.len() < MIN_API_KEY_BYTES {
+        return Some(format!(
+            "{name} is {} bytes long; use at least {MIN_API_KEY_BYTES} \
+             (or --allow-short-api-keys for local use)",
+            key.len()
+        ));
+    }
+    None
 }
 
 /// The keys in force, after reading any `*_FILE`.
@@ -208,17 +250,19 @@ pub struct Keys {
 }
 
 impl AuthSettings {
-    /// Resolves the keys, reading key files. Empty keys are refused (an empty key
-    /// would let an empty `Bearer` header in).
+    /// Resolves the keys, reading key files. Refused: empty keys (an empty key would
+    /// let an empty `Bearer` header in), keys with anything but visible ASCII (no
+    /// request could ever present them), and keys shorter than [`MIN_API_KEY_BYTES`]
+    /// unless `allow_short_api_keys`.
     ///
     /// # Errors
-    /// A message naming the unreadable file or the empty key (never the key itself).
+    /// A message naming the unreadable file or the unusable key (never the key itself).
     pub fn keys(&self) -> Result<Keys, String> {
-        fn one(
-            name: &str,
-            value: Option<&Secret>,
-            file: Option<&PathBuf>,
-        ) -> Result<Option<Secret>, String> {
+        let allow_short = self.allow_short_api_keys;
+        let one = |name: &str,
+                   value: Option<&Secret>,
+                   file: Option<&PathBuf>|
+         -> Result<Option<Secret>, String> {
             let key = match (value, file) {
                 (Some(v), _) => Some(v.expose().trim().to_owned()),
                 (None, Some(path)) => Some(
@@ -231,10 +275,13 @@ impl AuthSettings {
             };
             match key {
                 Some(k) if k.is_empty() => Err(format!("{name} is empty")),
-                Some(k) => Ok(Some(Secret(k))),
+                Some(k) => match key_problem(name, &k, allow_short) {
+                    Some(problem) => Err(problem),
+                    None => Ok(Some(Secret(k))),
+                },
                 None => Ok(None),
             }
-        }
+        };
         Ok(Keys {
             write: one("api_key", self.api_key.as_ref(), self.api_key_file.as_ref())?,
             read: one(
@@ -440,25 +487,95 @@ mod tests {
             "--api-key",
             "write-secret-123",
             "--read-api-key",
-            "read-secret-456",
+            "read-secret-4567",
         ])
         .into_settings();
         let dbg = format!("{s:?} {:?}", s.auth.keys());
         assert!(!dbg.contains("write-secret-123"), "{dbg}");
-        assert!(!dbg.contains("read-secret-456"), "{dbg}");
+        assert!(!dbg.contains("read-secret-4567"), "{dbg}");
     }
 
     #[test]
     fn key_files_are_read_and_trimmed_and_empty_keys_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
-        std::fs::write(&path, "from-file\n").unwrap();
+        std::fs::write(&path, "from-file-0123456789\n").unwrap();
         let auth = AuthSettings {
             api_key_file: Some(path.clone()),
             ..AuthSettings::default()
         };
-        assert_eq!(auth.keys().unwrap().write, Some(Secret::from("from-file")));
+        assert_eq!(
+            auth.keys().unwrap().write,
+            Some(Secret::from("from-file-0123456789"))
+        );
         std::fs::write(&path, "  \n").unwrap();
         assert!(auth.keys().is_err());
+    }
+
+    fn write_key(key: &str, allow_short: bool) -> Result<Keys, String> {
+        AuthSettings {
+            api_key: Some(Secret::from(key)),
+            allow_short_api_keys: allow_short,
+            ..AuthSettings::default()
+        }
+        .keys()
+    }
+
+    #[test]
+    fn keys_that_no_header_can_carry_are_refused_naming_the_character_not_the_key() {
+        let err = write_key("clé-secrète-0123456789", false).unwrap_err();
+        assert!(err.contains("api_key") && err.contains("U+00E9"), "{err}");
+        assert!(
+            err.contains("byte 2") && err.contains("visible ASCII"),
+            "{err}"
+        );
+        assert!(!err.contains("secr"), "the key leaked: {err}");
+        let err = write_key("tab\tinside-0123456789", false).unwrap_err();
+        assert!(err.contains("control character U+0009"), "{err}");
+        let err = write_key("space inside-0123456789", false).unwrap_err();
+        assert!(err.contains("a space at byte 5"), "{err}");
+        // Even with short keys allowed.
+        assert!(write_key("clé", true).is_err());
+    }
+
+    #[test]
+    fn keys_shorter_than_16_bytes_need_the_flag() {
+        let err = write_key("fifteen-bytes-k", false).unwrap_err();
+        assert!(
+            err.contains("15 bytes") && err.contains("--allow-short-api-keys"),
+            "{err}"
+        );
+        assert!(write_key("sixteen-bytes-ky", false).is_ok());
+        assert!(write_key("k1", true).is_ok());
+        let cli = Cli::parse_from([
+            "streampca",
+            "--read-api-key",
+            "short",
+            "--allow-short-api-keys",
+        ]);
+        assert!(cli.into_settings().validate().is_ok());
+        let cli = Cli::parse_from(["streampca", "--read-api-key", "short"]);
+        let err = cli.into_settings().validate().unwrap_err();
+        assert!(err.contains("read_api_key is 5 bytes"), "{err}");
+    }
+
+    #[test]
+    fn connection_settings_have_defaults_and_refuse_zero() {
+        let s = Cli::parse_from(["streampca"]).into_settings();
+        assert_eq!(s.connections.max_connections, 768);
+        assert_eq!(s.connections.header_read_timeout_secs, 10);
+        assert_eq!(s.connections.idle_timeout_secs, 10);
+        assert_eq!(s.connections.shutdown_grace_secs, 10);
+        for flag in [
+            "--max-connections",
+            "--header-read-timeout-secs",
+            "--idle-timeout-secs",
+        ] {
+            let s = Cli::parse_from(["streampca", flag, "0"]).into_settings();
+            let err = s.validate().unwrap_err();
+            assert!(err.contains(&flag[2..].replace('-', "_")), "{flag}: {err}");
+        }
+        let s = Cli::parse_from(["streampca", "--shutdown-grace-secs", "0"]).into_settings();
+        assert!(s.validate().is_ok());
     }
 }

@@ -1,4 +1,7 @@
 //! Logging set-up: one global tracing subscriber, text or JSON. Called once by `main`.
+//! [`throttle`] keeps repeated error lines and retries from flooding the log.
+
+pub mod throttle;
 
 use tracing_subscriber::EnvFilter;
 

@@ -76,8 +76,18 @@ impl Client {
     /// A client for the server at `url`.
     ///
     /// # Errors
-    /// [`CliError::Input`] for a URL that is not `http://…`.
+    /// [`CliError::Input`] for a URL that is not `http://…`, or a key that no header
+    /// can carry (anything but visible ASCII: the server would answer 401 forever).
     pub fn new(url: &str, api_key: Option<String>) -> Result<Self, CliError> {
+        if let Some(c) = api_key
+            .as_deref()
+            .and_then(|k| k.chars().find(|c| !c.is_ascii_graphic()))
+        {
+            return Err(CliError::Input(format!(
+                "the API key contains U+{:04X}; keys are visible ASCII (0x21-0x7E) only",
+                u32::from(c)
+            )));
+        }
         let base =
             Url::parse(url).map_err(|e| CliError::Input(format!("invalid --url {url:?}: {e}")))?;
         if base.scheme() != "http" {
@@ -291,6 +301,14 @@ mod tests {
             c.url(&["v1", "models", "a/b c"]).as_str(),
             "http://h:1/v1/models/a%2Fb%20c"
         );
+    }
+
+    #[test]
+    fn a_key_no_header_can_carry_is_refused_before_any_request() {
+        let e = Client::new("http://h:1", Some("clé".into())).err();
+        let msg = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("U+00E9") && !msg.contains("clé"), "{msg}");
+        assert!(Client::new("http://h:1", Some("k1".into())).is_ok());
     }
 
     #[test]

@@ -9,6 +9,12 @@ use serde_json::json;
 
 use crate::model::ModelError;
 use crate::pca::{BatchError, PcaError};
+use crate::telemetry::throttle::LogThrottle;
+
+/// 5xx details are logged at most 5 times per code per 10 s, each line with the number
+/// of similar ones left out since the previous (a full disk fails every request).
+static ERROR_LOG: std::sync::LazyLock<LogThrottle> =
+    std::sync::LazyLock::new(|| LogThrottle::new(std::time::Duration::from_secs(10), 5));
 
 /// Every error code the API can return (used to bound metric labels).
 pub const ERROR_CODES: &[&str] = &[
@@ -245,6 +251,8 @@ impl From<PcaError> for ApiError {
                 Self::Internal(message)
             }
             PcaError::NotEnoughSamples { .. } => Self::Internal(message),
+            // Only a stopping model's trainer cancels a fit.
+            PcaError::Cancelled => Self::Unavailable,
         }
     }
 }
@@ -254,11 +262,15 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let message = match &self {
             Self::Internal(detail) => {
-                tracing::error!(detail = %detail, "internal error");
+                if let Some(suppressed) = ERROR_LOG.check(code) {
+                    tracing::error!(detail = %detail, suppressed, "internal error");
+                }
                 self.to_string()
             }
             Self::StorageUnavailable(detail) => {
-                tracing::error!(detail = %detail, "storage error");
+                if let Some(suppressed) = ERROR_LOG.check(code) {
+                    tracing::error!(detail = %detail, suppressed, "storage error");
+                }
                 self.to_string()
             }
             _ => self.to_string(),

@@ -5,11 +5,14 @@
 pub mod auth;
 pub mod body;
 pub mod components;
+pub mod connection;
 pub mod error;
+pub mod fd_limit;
 pub mod guard;
 pub mod models;
 pub mod project;
 pub mod samples;
+pub mod server;
 pub mod snapshot;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -17,12 +17,13 @@
 //! - Queries clone the published `Arc` and copy the small [`Counters`]: they never wait
 //!   for a fit or an update.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
-use crate::pca::{Accumulator, Batch, Components, TrainerState, ValidParams};
+use crate::telemetry::throttle::LogThrottle;
+use crate::pca::{Accumulator, Batch, Cancel, Components, TrainerState, ValidParams};
 use crate::persistence::{EncodedRecord, ModelFiles, PartitionState, Position, Snapshot};
 
 use super::config::ModelConfig;
@@ -132,7 +133,7 @@ pub struct Model {
     pub(crate) wake_cv: Condvar,
     /// Set when the model is deleted or replaced (with `alive` cleared under its lock):
     /// fits stop at the next step.
-    pub(crate) cancel: AtomicBool,
+    pub(crate) cancel: Cancel,
     /// False once deleted: guards metric updates so a deleted model's late trainer or
     /// ingest cannot recreate its series.
     alive: Mutex<bool>,
@@ -186,7 +187,7 @@ impl Model {
             published: RwLock::new(Arc::new(published)),
             wake: Mutex::new(Wake::default()),
             wake_cv: Condvar::new(),
-            cancel: AtomicBool::new(false),
+            cancel: Cancel::new(),
             alive: Mutex::new(true),
             metrics,
             files,
@@ -340,7 +341,13 @@ impl Model {
     }
 
     fn storage_failed(&self, e: crate::persistence::Error) -> ModelError {
-        tracing::error!(model = %self.config.name, error = %e, "log append failed");
+        // A full disk fails every batch: at most 5 lines per model per 10 s, each with
+        // the number left out since the previous one.
+        static APPEND_LOG: std::sync::LazyLock<LogThrottle> =
+            std::sync::LazyLock::new(|| LogThrottle::new(Duration::from_secs(10), 5));
+        if let Some(suppressed) = APPEND_LOG.check(self.config.name.as_str()) {
+            tracing::error!(model = %self.config.name, error = %e, suppressed, "log append failed");
+        }
         if *lock(&self.alive) {
             self.metrics.wal_append_failed(self.config.name.as_str());
         }
@@ -421,7 +428,7 @@ impl Model {
 
     /// Stops the trainer (at its next step).
     pub(crate) fn stop(&self) {
-        self.cancel.store(true, Ordering::Release);
+        self.cancel.cancel();
         lock(&self.wake).stop = true;
         self.wake_cv.notify_all();
     }

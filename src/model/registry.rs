@@ -21,6 +21,9 @@ use super::model::{Model, Published};
 use super::snapshots::Schedule;
 use super::trainer;
 
+/// Longest wait for trainer threads at shutdown, over all models.
+pub const TRAINER_STOP_WAIT: Duration = Duration::from_secs(3);
+
 /// The server's limits on models, checked at creation and import alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelLimits {
@@ -433,7 +436,11 @@ impl Registry {
         }
     }
 
-    /// Stops every trainer (a running fit stops at its next step) and waits for them.
+    /// Stops every trainer: a running fit is cancelled at its next step or kernel, and
+    /// the threads are waited for up to [`TRAINER_STOP_WAIT`] in all. A trainer still
+    /// inside one long kernel then (an eigensolve at n = 4096, p = 1024 takes tens of
+    /// seconds) is left to the process exit: a cancelled fit publishes nothing, so a
+    /// final snapshot taken meanwhile holds the last published warm start.
     pub fn shutdown(&self) {
         let threads: Vec<_> = {
             let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
@@ -445,8 +452,17 @@ impl Registry {
                 })
                 .collect()
         };
+        let deadline = std::time::Instant::now() + TRAINER_STOP_WAIT;
         for t in threads.into_iter().flatten() {
-            if t.join().is_err() {
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !t.is_finished() {
+                tracing::warn!(
+                    thread = t.thread().name().unwrap_or("trainer"),
+                    "a cancelled fit is still inside one kernel; not waiting for it"
+                );
+            } else if t.join().is_err() {
                 tracing::error!("a trainer thread panicked");
             }
         }

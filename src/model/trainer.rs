@@ -7,7 +7,6 @@
 //! next fit; fits then take at most about a fifth of a core and ingest keeps the rest.
 //! An idle model fits as soon as a batch arrives.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -54,7 +53,9 @@ fn run(model: &Model, mut trainer: Trainer, mut drift: DriftTracker) {
             continue;
         }
         let start = Instant::now();
-        let fit = acc.into_target().and_then(|t| trainer.fit(&t, None));
+        let fit = acc
+            .into_target()
+            .and_then(|t| trainer.fit_until(&t, None, &model.cancel));
         let elapsed = start.elapsed();
         match fit {
             Ok(c) => {
@@ -68,6 +69,7 @@ fn run(model: &Model, mut trainer: Trainer, mut drift: DriftTracker) {
                 model.publish(published, elapsed, angle);
             }
             Err(PcaError::NotEnoughSamples { .. }) => {}
+            Err(PcaError::Cancelled) => break,
             Err(e) => tracing::warn!(model = %model.config().name, error = %e, "fit failed"),
         }
         if !pause_while_ingesting(model, elapsed) {
@@ -86,7 +88,7 @@ fn wait_for_work(model: &Model) -> bool {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
     w.pending = false;
-    !w.stop && !model.cancel.load(Ordering::Acquire)
+    !w.stop && !model.cancel.is_cancelled()
 }
 
 fn pause_while_ingesting(model: &Model, fit: Duration) -> bool {

@@ -54,4 +54,7 @@ pub enum PcaError {
         /// Samples required.
         need: usize,
     },
+    /// The fit was cancelled (the model was deleted or the service is stopping).
+    #[error("fit cancelled")]
+    Cancelled,
 }

@@ -7,6 +7,7 @@
 
 pub mod accumulator;
 pub mod batch;
+pub mod cancel;
 pub mod components;
 mod error;
 mod linalg;
@@ -15,14 +16,15 @@ pub mod monitoring;
 #[cfg(test)]
 mod monitoring_tests;
 pub mod optimizer;
-pub mod standardize;
 #[cfg(test)]
 mod real_data_tests;
+pub mod standardize;
 #[cfg(test)]
 mod tests;
 
 pub use accumulator::{all_finite, Accumulator, AccumulatorParts, FitTarget};
 pub use batch::{Batch, BatchData, BatchError, Part, Shape, MAX_ABS_VALUE};
+pub use cancel::Cancel;
 pub use components::{max_principal_angle, Components, Projection};
 pub use error::PcaError;
 pub use monitoring::{

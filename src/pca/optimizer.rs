@@ -20,6 +20,7 @@ use nalgebra::{DMatrix, DVector};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::accumulator::FitTarget;
+use super::cancel::Cancel;
 use super::components::Components;
 use super::linalg;
 use super::loss::{self, Moments, Weights};
@@ -230,6 +231,23 @@ impl Trainer {
         target: &FitTarget,
         budget: Option<usize>,
     ) -> Result<Components, PcaError> {
+        self.fit_until(target, budget, &Cancel::new())
+    }
+
+    /// [`Self::fit`], stopped by `cancel`: it is checked before each optimiser step and
+    /// between the large kernels inside one, so a cancelled fit returns within one
+    /// kernel's time (an eigensolve of the 3k×3k Rayleigh–Ritz matrix at most). The
+    /// trainer keeps its warm start (the iterate reached), so a later fit resumes.
+    ///
+    /// # Errors
+    /// As [`Self::fit`], and [`PcaError::Cancelled`] once `cancel` is set.
+    pub fn fit_until(
+        &mut self,
+        target: &FitTarget,
+        budget: Option<usize>,
+        cancel: &Cancel,
+    ) -> Result<Components, PcaError> {
+        cancel.check()?;
         let m = target.matrix.nrows();
         if m != self.params.dim {
             return Err(PcaError::DimensionMismatch {
@@ -246,16 +264,21 @@ impl Trainer {
         }
         let budget = budget.unwrap_or(self.params.inner.max_steps);
         let mut fit = match self.params.inner.optimizer {
-            OptimizerKind::Subspace => self.fit_subspace(&target.matrix, budget),
-            OptimizerKind::Gradient => self.fit_gradient(&target.matrix, budget),
-        };
+            OptimizerKind::Subspace => self.fit_subspace(&target.matrix, budget, cancel),
+            OptimizerKind::Gradient => self.fit_gradient(&target.matrix, budget, cancel),
+        }?;
         self.align_signs(&mut fit);
         self.state.total_steps += fit.steps as u64;
         Ok(self.report(target, fit))
     }
 
     /// Subspace search. Returns k Ritz pairs (or p columns for small m solved directly).
-    fn fit_subspace(&mut self, c: &DMatrix<f64>, budget: usize) -> Fit {
+    fn fit_subspace(
+        &mut self,
+        c: &DMatrix<f64>,
+        budget: usize,
+        cancel: &Cancel,
+    ) -> Result<Fit, PcaError> {
         let m = c.nrows();
         let p = self.params.inner.components;
         let k = self.params.block();
@@ -268,13 +291,13 @@ impl Trainer {
                 let cq = linalg::mul(c, false, &q, false);
                 let lam = vals.rows(0, k).into_owned();
                 self.state.q = Some(q.clone());
-                return Fit {
+                return Ok(Fit {
                     q,
                     cq,
                     lam,
                     steps: 1,
                     products: units(m),
-                };
+                });
             }
         }
         let mut products = 0.0;
@@ -285,6 +308,10 @@ impl Trainer {
             .filter(|q| q.shape() == (m, k) && q.iter().all(|v| v.is_finite()));
         let start = start.unwrap_or_else(|| self.random(m, k));
         let v = linalg::orthonormalize(&start);
+        if let Err(e) = cancel.check() {
+            self.state.q = Some(start);
+            return Err(e);
+        }
         let cv = linalg::mul(c, false, &v, false);
         products += units(k);
         let (mut q, mut cq, mut lam) = match ritz(&v, &cv, k) {
@@ -299,11 +326,20 @@ impl Trainer {
         };
         let mut p_move: Option<DMatrix<f64>> = None;
         let mut steps = 0;
+        // Keeps the iterate reached as the warm start, then reports the cancellation.
+        let cancelled = |t: &mut Self, q: &DMatrix<f64>, steps: usize| {
+            t.state.q = Some(q.clone());
+            t.state.total_steps += steps as u64;
+            Err(PcaError::Cancelled)
+        };
         loop {
             let r = residual(&q, &cq, &lam);
             let (bounds, _) = error_bounds(&r, &lam);
             if done(&bounds, &lam, p, self.params.inner.tolerance) || steps >= budget {
                 break;
+            }
+            if cancel.is_cancelled() {
+                return cancelled(self, &q, steps);
             }
             let extra = p_move.as_ref().map_or(0, |pm| pm.ncols());
             let cols = (2 * k + extra).min(m);
@@ -315,6 +351,9 @@ impl Trainer {
             }
             let trial = trial.columns(0, cols).into_owned();
             let v = linalg::orthonormalize(&trial);
+            if cancel.is_cancelled() {
+                return cancelled(self, &q, steps);
+            }
             // span(V[:, :k]) = span(Q) (Householder keeps leading spans), so C·V[:, :k]
             // = CQ · (Qᵀ V[:, :k]): only the new columns cost an n×n product.
             let v1 = v.columns(0, k).into_owned();
@@ -327,6 +366,9 @@ impl Trainer {
                 .copy_from(&linalg::mul(c, false, &v2, false));
             products += units(cols - k);
             steps += 1;
+            if cancel.is_cancelled() {
+                return cancelled(self, &q, steps);
+            }
             let Some((qn, cqn, lamn)) = ritz(&v, &cv, k) else {
                 break;
             };
@@ -337,20 +379,25 @@ impl Trainer {
             lam = lamn;
         }
         self.state.q = Some(q.clone());
-        Fit {
+        Ok(Fit {
             q,
             cq,
             lam,
             steps,
             products,
-        }
+        })
     }
 
     /// Plain block gradient descent on the ordered loss over `(A, B)` with the target
     /// as both `Σ_xx` and `Σ_yx` (for regression models this is the loss of the
     /// encoder `B W`, see docs/DESIGN.md §3). Returns the normalised columns of A with their
     /// Rayleigh quotients.
-    fn fit_gradient(&mut self, c: &DMatrix<f64>, budget: usize) -> Fit {
+    fn fit_gradient(
+        &mut self,
+        c: &DMatrix<f64>,
+        budget: usize,
+        cancel: &Cancel,
+    ) -> Result<Fit, PcaError> {
         let m = c.nrows();
         let p = self.params.inner.components;
         let (mut a, mut b) = match (self.state.a.take(), self.state.b.take()) {
@@ -384,19 +431,25 @@ impl Trainer {
                     break;
                 }
             }
+            if cancel.is_cancelled() {
+                self.state.a = Some(a);
+                self.state.b = Some(b);
+                self.state.total_steps += steps as u64;
+                return Err(PcaError::Cancelled);
+            }
             gradient_descent_step(&weights, &mut a, &mut b, moments, lmax);
             products += 3.0;
             steps += 1;
         }
         self.state.a = Some(a);
         self.state.b = Some(b);
-        Fit {
+        Ok(Fit {
             q,
             cq,
             lam,
             steps,
             products,
-        }
+        })
     }
 
     /// Flips columns so each agrees in sign with the last published component

@@ -475,6 +475,94 @@ fn the_gradient_optimiser_converges_through_the_trainer_too() {
     assert!(max_angle(&comps.vectors, &u, 3) < 1e-5);
 }
 
+/// A geometric spectrum with component `i` (0-based) tied to component `i − 1`: a fit
+/// whose error bounds include both never converges, so without a cancellation it runs
+/// to its step budget.
+fn tied_at(i: usize, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|j| 0.9f64.powi(if j == i { j as i32 - 1 } else { j as i32 }))
+        .collect()
+}
+
+/// Runs `fit_until` on another thread with an effectively unbounded budget, cancels it
+/// once the fit has started, and returns the result and the trainer.
+fn fit_then_cancel(
+    mut trainer: Trainer,
+    target: &FitTarget,
+) -> (Result<Components, PcaError>, Trainer) {
+    let cancel = Cancel::new();
+    std::thread::scope(|s| {
+        let fit = s.spawn(|| {
+            let r = trainer.fit_until(target, Some(usize::MAX), &cancel);
+            (r, trainer)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        cancel.cancel();
+        fit.join().unwrap()
+    })
+}
+
+#[test]
+fn a_fit_cancelled_before_it_starts_does_nothing_and_the_trainer_still_fits() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let lambdas: Vec<f64> = (0..128).map(|i| 0.9f64.powi(i)).collect();
+    let (target, _) = synthetic_target(&mut rng, &lambdas);
+    let mut trainer = Trainer::new(
+        FitParams::new(8, OptimizerKind::Subspace)
+            .check(128)
+            .unwrap(),
+    );
+    let cancel = Cancel::new();
+    cancel.cancel();
+    assert_eq!(
+        trainer.fit_until(&target, None, &cancel).unwrap_err(),
+        PcaError::Cancelled
+    );
+    assert_eq!(trainer.total_steps(), 0);
+    assert!(trainer.state().q.is_none());
+    let comps = trainer.fit_until(&target, None, &Cancel::new()).unwrap();
+    let (_, vecs) = eigh_ref(&target.matrix);
+    assert!(comps.converged);
+    assert!(max_angle(&comps.vectors, &vecs, 8) < 1e-6);
+}
+
+#[test]
+fn a_subspace_fit_that_would_never_converge_stops_when_cancelled_and_resumes_warm() {
+    // Arrange: p = 12 with components 11 and 12 tied (12 is a guard column).
+    let (p, n) = (12, 300);
+    let mut rng = StdRng::seed_from_u64(32);
+    let (target, _) = synthetic_target(&mut rng, &tied_at(p, n));
+    let trainer = Trainer::new(FitParams::new(p, OptimizerKind::Subspace).check(n).unwrap());
+    // Act
+    let (result, mut trainer) = fit_then_cancel(trainer, &target);
+    // Assert: cancelled, with a finite orthonormal warm start kept.
+    assert_eq!(result.unwrap_err(), PcaError::Cancelled);
+    let q = trainer.state().q.clone().unwrap();
+    assert_eq!(q.shape(), (n, p + 4));
+    let gram = q.transpose() * &q;
+    assert!((gram - DMatrix::identity(p + 4, p + 4)).amax() < 1e-10);
+    // The next (bounded) fit resumes and gets the separated components right.
+    let comps = trainer
+        .fit_until(&target, Some(200), &Cancel::new())
+        .unwrap();
+    let (_, vecs) = eigh_ref(&target.matrix);
+    assert!(max_angle(&comps.vectors, &vecs, p - 1) < 1e-6);
+}
+
+#[test]
+fn a_gradient_fit_stops_when_cancelled() {
+    // Plain gradient descent has no guard columns: tie components 2 and 3 of p = 4.
+    let (p, n) = (4, 40);
+    let mut rng = StdRng::seed_from_u64(33);
+    let (target, _) = synthetic_target(&mut rng, &tied_at(p - 1, n));
+    let trainer = Trainer::new(FitParams::new(p, OptimizerKind::Gradient).check(n).unwrap());
+    let (result, trainer) = fit_then_cancel(trainer, &target);
+    assert_eq!(result.unwrap_err(), PcaError::Cancelled);
+    let a = trainer.state().a.clone().unwrap();
+    assert_eq!(a.shape(), (n, p));
+    assert!(a.iter().all(|v| v.is_finite()));
+}
+
 #[test]
 fn regression_components_are_the_eigenvectors_of_the_explained_target_covariance() {
     let mut rng = StdRng::seed_from_u64(10);

@@ -150,3 +150,69 @@ async fn without_keys_every_route_is_open() {
     let app = spawn_app_with(|s| s).await;
     assert_eq!(send(&app, "GET", "/v1/models", None).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_binary_refuses_a_key_no_header_can_carry_at_start_up() {
+    // Before: the server started and answered every request 401.
+    let dir = tempfile::tempdir().unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_streampca"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "clé-secrète-0123456789",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child)
+        .await
+        .expect("the server started instead of refusing the key")
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("api_key contains the non-ASCII character U+00E9"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secr"), "the key leaked: {stderr}");
+}
+
+#[tokio::test]
+async fn a_short_key_is_refused_unless_allowed_and_then_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = |allow: bool| {
+        let mut s = streampca::config::Settings {
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
+        s.auth.api_key = Some(Secret::from("short"));
+        s.auth.allow_short_api_keys = allow;
+        s
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = streampca::run(listener, settings(false), std::future::pending());
+    let err = tokio::time::timeout(std::time::Duration::from_secs(20), refused)
+        .await
+        .expect("the service started with a 5-byte key")
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("api_key is 5 bytes long"),
+        "{err:#}"
+    );
+    let app = spawn_app_with(|s| {
+        let mut s2 = settings(true);
+        s2.data_dir = s.data_dir;
+        s2
+    })
+    .await;
+    assert_eq!(
+        send(&app, "GET", "/v1/models", Some("short")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, "GET", "/v1/models", None).await,
+        StatusCode::UNAUTHORIZED
+    );
+}

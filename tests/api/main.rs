@@ -5,6 +5,7 @@
 mod auth;
 mod cli;
 mod concurrency;
+mod connections;
 mod durability;
 mod errors;
 mod helpers;
@@ -16,3 +17,4 @@ mod models;
 mod openapi;
 mod process;
 mod project;
+mod shutdown;
