@@ -434,6 +434,8 @@ mod tests {
             optimizer: OptimizerKind::Subspace,
             tolerance: 1e-6,
             partitions: 1,
+            standardize: false,
+            alpha: 0.01,
         }
     }
 

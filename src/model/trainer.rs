@@ -12,9 +12,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::drift::DriftTracker;
-use crate::pca::{PcaError, Trainer};
+use crate::pca::{correlation_target, Components, FitTarget, LimitMoments, PcaError, Trainer};
 
-use super::model::{Model, Published};
+use super::model::{FitMonitor, Model, Published};
 use super::partition::lock;
 
 /// Under a continuous stream the trainer waits this many times its last fit's duration
@@ -53,18 +53,17 @@ fn run(model: &Model, mut trainer: Trainer, mut drift: DriftTracker) {
             continue;
         }
         let start = Instant::now();
-        let fit = acc
-            .into_target()
-            .and_then(|t| trainer.fit_until(&t, None, &model.cancel));
+        let fit = acc.into_target().and_then(|t| fit(model, &mut trainer, t));
         let elapsed = start.elapsed();
         match fit {
-            Ok(c) => {
+            Ok((c, monitor)) => {
                 let angle = drift.observe(Instant::now(), &c.vectors);
                 let published = Published {
                     components: Some(Arc::new(c)),
                     sequence,
                     total_steps: trainer.total_steps(),
                     trainer: trainer.state().clone(),
+                    monitor: Some(Arc::new(monitor)),
                 };
                 model.publish(published, elapsed, angle);
             }
@@ -77,6 +76,36 @@ fn run(model: &Model, mut trainer: Trainer, mut drift: DriftTracker) {
         }
     }
     tracing::debug!(model = %model.config().name, "trainer stopped");
+}
+
+/// One fit of `target` (of its correlation matrix for a standardised model), and the
+/// moments its control limits need.
+fn fit(
+    model: &Model,
+    trainer: &mut Trainer,
+    target: FitTarget,
+) -> Result<(Components, FitMonitor), PcaError> {
+    let (target, standardizer) = if model.config().standardize {
+        let (t, s) = correlation_target(target)?;
+        (t, Some(s))
+    } else {
+        (target, None)
+    };
+    let components = trainer.fit_until(&target, None, &model.cancel)?;
+    let moments = match LimitMoments::new(&target, &components) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::debug!(model = %model.config().name, error = %e, "no control limits for this fit");
+            None
+        }
+    };
+    Ok((
+        components,
+        FitMonitor {
+            moments,
+            standardizer,
+        },
+    ))
 }
 
 fn wait_for_work(model: &Model) -> bool {
