@@ -7,6 +7,8 @@
 //! - [`http`]: the router, handlers, body formats and the API's errors.
 //! - [`metrics`]: every Prometheus metric, the request-counting middleware, `/metrics`.
 //! - [`config`]: command line and environment settings.
+//! - [`format`]: the body formats (JSON, NDJSON, CSV, raw f32, `.npy`) as push parsers,
+//!   shared by the server and the client.
 //! - [`drift`]: how far each model's subspace turned over a fixed interval.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal.
 //! - [`durability`]: start-up recovery into the registry and the snapshot schedule.
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod drift;
 pub mod durability;
+pub mod format;
 pub mod http;
 pub mod metrics;
 pub mod pca;
