@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::pca::PcaError;
+use crate::format::FormatError;
+use crate::pca::{BatchError, PcaError};
 
 /// Every error code the API can return (used to bound metric labels).
 pub const ERROR_CODES: &[&str] = &[
@@ -32,6 +33,7 @@ pub const ERROR_CODES: &[&str] = &[
     "forbidden",
     "too_many_rows",
     "too_many_models",
+    "body_timeout",
     "overloaded",
     "timeout",
     "internal",
@@ -105,7 +107,7 @@ pub enum ApiError {
     #[error("forbidden: {0}")]
     Forbidden(String),
     /// More rows than a configured limit allows in one request.
-    #[error("too many rows: {got} rows in one {what}, the limit ({limit}) is {max}")]
+    #[error("too many rows: at least {got} rows in one {what}, the limit ({limit}) is {max}")]
     TooManyRows {
         /// `batch` or `query`.
         what: &'static str,
@@ -122,6 +124,10 @@ pub enum ApiError {
     /// Too much work in flight; retry after `Retry-After` seconds.
     #[error("overloaded: {0}; retry later")]
     Overloaded(String),
+    /// The body arrived more slowly than the configured minimum rate (the message says
+    /// how much arrived in how long).
+    #[error("request body too slow: {0}")]
+    BodyTimeout(String),
     /// The request took longer than the configured timeout (seconds).
     #[error("the request did not complete within {0} s")]
     Timeout(u64),
@@ -166,6 +172,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::TooManyRows { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_rows"),
             Self::TooManyModels(_) => (StatusCode::CONFLICT, "too_many_models"),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -192,6 +199,53 @@ impl From<PcaError> for ApiError {
             PcaError::NotEnoughSamples { .. } => Self::Internal(message),
         }
     }
+}
+
+impl From<FormatError> for ApiError {
+    /// One API code per parser error; a batch's own checks map as their names say.
+    fn from(e: FormatError) -> Self {
+        match e {
+            FormatError::Malformed(m) => Self::MalformedBody(m),
+            FormatError::DimensionMismatch(m) => Self::DimensionMismatch(m),
+            FormatError::RaggedRows(m) => Self::RaggedRows(m),
+            FormatError::InvalidParameter { name, reason } => Self::invalid(name, reason),
+            FormatError::TooManyRows { max, setting } => Self::TooManyRows {
+                what: if setting == "max_query_rows" {
+                    "query"
+                } else {
+                    "batch"
+                },
+                limit: setting,
+                max,
+                got: max.saturating_add(1),
+            },
+            FormatError::BodyTooLarge { limit } => Self::BodyTooLarge(limit),
+            FormatError::UnsupportedMediaType(m) => Self::UnsupportedMediaType(m),
+            FormatError::Batch(b) => {
+                let message = b.to_string();
+                match b {
+                    BatchError::Empty => Self::EmptyBatch,
+                    BatchError::Shape { .. } | BatchError::RowLength { .. } => {
+                        Self::DimensionMismatch(strip(&message, "dimension mismatch: "))
+                    }
+                    BatchError::TargetsMissing { .. } | BatchError::TargetsUnexpected => {
+                        Self::invalid("y", message)
+                    }
+                    BatchError::NonFinite { .. } => {
+                        Self::NonFinite(strip(&message, "non-finite value: "))
+                    }
+                    BatchError::OutOfRange { .. } => {
+                        Self::OutOfRange(strip(&message, "value out of range: "))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `message` without `prefix` (the variant's own display adds it back).
+fn strip(message: &str, prefix: &str) -> String {
+    message.strip_prefix(prefix).unwrap_or(message).to_owned()
 }
 
 impl IntoResponse for ApiError {
@@ -239,6 +293,7 @@ impl IntoResponse for ApiError {
             | Self::Forbidden(_)
             | Self::TooManyRows { .. }
             | Self::TooManyModels(_)
+            | Self::BodyTimeout(_)
             | Self::Internal(_) => None,
         };
         if let Some((name, value)) = extra {
@@ -283,6 +338,7 @@ mod tests {
                 got: 2,
             },
             ApiError::TooManyModels("x".into()),
+            ApiError::BodyTimeout("x".into()),
             ApiError::Overloaded("x".into()),
             ApiError::Timeout(1),
             ApiError::Internal("x".into()),
