@@ -390,7 +390,10 @@ impl Limits {
             ("ingest_queue", self.ingest_queue),
             ("max_in_flight", self.max_in_flight),
             ("blocking_threads", self.blocking_threads),
-            ("body_min_rate", usize::try_from(self.body_min_rate).unwrap_or(usize::MAX)),
+            (
+                "body_min_rate",
+                usize::try_from(self.body_min_rate).unwrap_or(usize::MAX),
+            ),
         ];
         for (name, v) in positive {
             if v == 0 {

@@ -135,9 +135,7 @@ impl RawF32Parser {
                 4 * w
             )));
         }
-        self.stream
-            .rows
-            .finish_with(|x, y| BatchData::F32 { x, y })
+        self.stream.rows.finish_with(|x, y| BatchData::F32 { x, y })
     }
 }
 

@@ -141,7 +141,10 @@ impl JsonObject {
     }
 
     fn unexpected(&self, at: usize, b: u8, expected: &str) -> FormatError {
-        self.err(at, format_args!("expected {expected}, found {}", describe(b)))
+        self.err(
+            at,
+            format_args!("expected {expected}, found {}", describe(b)),
+        )
     }
 
     fn rows(&mut self) -> &mut Rows<f64> {
@@ -165,9 +168,7 @@ impl JsonObject {
             let run = if self.tok_number {
                 number::number_run(c)
             } else {
-                c.iter()
-                    .position(|b| !b.is_ascii_lowercase())
-                    .unwrap_or(n)
+                c.iter().position(|b| !b.is_ascii_lowercase()).unwrap_or(n)
             };
             if self.tok.len() + run > MAX_NUMBER_LEN {
                 return Err(self.err(0, "a token longer than 512 bytes"));
@@ -487,7 +488,10 @@ impl JsonObject {
             let shown = name.unwrap_or_else(|| "(a long key)".into());
             return Err(self.err(
                 at,
-                format_args!("unknown field `{shown}`, expected one of {}", expected.join(", ")),
+                format_args!(
+                    "unknown field `{shown}`, expected one of {}",
+                    expected.join(", ")
+                ),
             ));
         };
         if self.seen & (1 << idx) != 0 {

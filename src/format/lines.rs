@@ -83,7 +83,9 @@ pub fn ndjson_line(line: &[u8], shape: Shape, out: &mut Vec<f64>) -> Result<Line
         None => Ok(LineKind::Blank),
         Some(b'[') => {
             let Some(inner) = line.strip_prefix(b"[").and_then(|l| l.strip_suffix(b"]")) else {
-                return Err(FormatError::Malformed("expected `]` at the end of the line".into()));
+                return Err(FormatError::Malformed(
+                    "expected `]` at the end of the line".into(),
+                ));
             };
             if inner.trim_ascii().is_empty() {
                 return Ok(LineKind::Row);
@@ -416,7 +418,6 @@ impl LinesParser {
             let line = std::mem::take(&mut self.carry);
             self.line(&line)?;
         }
-        self.rows
-            .finish_with(|x, y| BatchData::F64 { x, y })
+        self.rows.finish_with(|x, y| BatchData::F64 { x, y })
     }
 }

@@ -23,7 +23,9 @@ pub fn is_number_byte(b: u8) -> bool {
 /// Length of the run of number bytes at the start of `s`.
 #[inline]
 pub fn number_run(s: &[u8]) -> usize {
-    s.iter().position(|&b| !is_number_byte(b)).unwrap_or(s.len())
+    s.iter()
+        .position(|&b| !is_number_byte(b))
+        .unwrap_or(s.len())
 }
 
 /// Whether `s` is exactly one JSON number.
@@ -99,8 +101,7 @@ pub fn text_field(s: &[u8]) -> Option<f64> {
         Some(b'+') => (false, &s[1..]),
         _ => (false, s),
     };
-    let special = if body.eq_ignore_ascii_case(b"inf") || body.eq_ignore_ascii_case(b"infinity")
-    {
+    let special = if body.eq_ignore_ascii_case(b"inf") || body.eq_ignore_ascii_case(b"infinity") {
         Some(f64::INFINITY)
     } else if body.eq_ignore_ascii_case(b"nan") {
         Some(f64::NAN)
@@ -160,7 +161,18 @@ mod tests {
 
     #[test]
     fn json_grammar_is_strict() {
-        for ok in ["0", "-0", "1", "-12", "1.5", "1e5", "1E+5", "1e-05", "0.0e0", "123.456e78"] {
+        for ok in [
+            "0",
+            "-0",
+            "1",
+            "-12",
+            "1.5",
+            "1e5",
+            "1E+5",
+            "1e-05",
+            "0.0e0",
+            "123.456e78",
+        ] {
             assert!(is_json_number(ok.as_bytes()), "{ok}");
         }
         for bad in [
@@ -184,7 +196,9 @@ mod tests {
         assert_eq!(v("1e400"), Some(f64::INFINITY));
         assert_eq!(v("-Infinity"), Some(f64::NEG_INFINITY));
         assert!(v("NaN").is_some_and(f64::is_nan));
-        for bad in ["", "x", "1,2", ".", "e5", "1e", "--1", "\"\"", "1 2", "0x10", "in"] {
+        for bad in [
+            "", "x", "1,2", ".", "e5", "1e", "--1", "\"\"", "1 2", "0x10", "in",
+        ] {
             assert_eq!(v(bad), None, "{bad}");
         }
     }

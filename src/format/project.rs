@@ -179,7 +179,11 @@ impl ProjectOptions {
                 "reconstruct" => o.reconstruct = flag("reconstruct")?,
                 "contributions" => o.contributions = flag("contributions")?,
                 "alpha" => {
-                    o.alpha = Some(value.parse().map_err(|_| invalid("alpha", "must be a number"))?);
+                    o.alpha = Some(
+                        value
+                            .parse()
+                            .map_err(|_| invalid("alpha", "must be a number"))?,
+                    );
                 }
                 _ => {
                     return Err(FormatError::InvalidParameter {

@@ -63,7 +63,13 @@ impl<T: Copy> Rows<T> {
     #[inline]
     pub(crate) fn close_row(&mut self, at: &dyn Fn() -> String) -> Result<(), FormatError> {
         if self.open != self.width {
-            return Err(row_length(self.part, self.rows + 1, self.open, self.width, &at()));
+            return Err(row_length(
+                self.part,
+                self.rows + 1,
+                self.open,
+                self.width,
+                &at(),
+            ));
         }
         self.rows += 1;
         self.open = 0;
@@ -79,7 +85,13 @@ impl<T: Copy> Rows<T> {
 /// The first row sets the batch's width, so a wrong first row is a dimension mismatch
 /// (as when every row agrees but the model expects another width); a wrong later row
 /// disagrees with the rows before it, which were right: ragged rows.
-pub(crate) fn row_length(part: Part, row: usize, got: usize, width: usize, at: &str) -> FormatError {
+pub(crate) fn row_length(
+    part: Part,
+    row: usize,
+    got: usize,
+    width: usize,
+    at: &str,
+) -> FormatError {
     if row == 1 {
         FormatError::DimensionMismatch(format!(
             "expected {width} values per row of {part}, got {got} in row 1{at}"

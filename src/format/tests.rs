@@ -66,7 +66,12 @@ fn widths_are_kept_raw_f32_and_npy_f4_stay_single() {
             y: None
         }
     );
-    let n = parse(Format::Npy, s, &npy::encode("<f4", false, 1, 1, &f32_bytes(&[0.1]))).unwrap();
+    let n = parse(
+        Format::Npy,
+        s,
+        &npy::encode("<f4", false, 1, 1, &f32_bytes(&[0.1])),
+    )
+    .unwrap();
     assert!(matches!(n.data(), BatchData::F32 { .. }));
     let j = parse(Format::Json, s, br#"{"x": [[0.1]]}"#).unwrap();
     assert_eq!(
@@ -83,8 +88,14 @@ fn regression_rows_carry_x_then_y_in_every_format() {
     let s = shape(2, Some(1));
     let want = (vec![1.0, 2.0, 4.0, 5.0], Some(vec![3.0, 6.0]));
     let bodies: Vec<(Format, Vec<u8>)> = vec![
-        (Format::Json, br#"{"x": [[1, 2], [4, 5]], "y": [[3], [6]]}"#.to_vec()),
-        (Format::Json, br#"{"y": [3, 6], "x": [[1, 2], [4, 5]]}"#.to_vec()),
+        (
+            Format::Json,
+            br#"{"x": [[1, 2], [4, 5]], "y": [[3], [6]]}"#.to_vec(),
+        ),
+        (
+            Format::Json,
+            br#"{"y": [3, 6], "x": [[1, 2], [4, 5]]}"#.to_vec(),
+        ),
         (
             Format::Ndjson,
             b"[1,2,3]\n{\"y\": [6], \"x\": [4, 5]}\n".to_vec(),
@@ -93,7 +104,13 @@ fn regression_rows_carry_x_then_y_in_every_format() {
         (Format::F32, f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
         (
             Format::Npy,
-            npy::encode("<f8", true, 2, 3, &f64_bytes(&[1.0, 4.0, 2.0, 5.0, 3.0, 6.0])),
+            npy::encode(
+                "<f8",
+                true,
+                2,
+                3,
+                &f64_bytes(&[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]),
+            ),
         ),
     ];
     for (f, body) in bodies {
@@ -114,7 +131,11 @@ fn regression_rows_carry_x_then_y_in_every_format() {
         Some("invalid_parameter")
     );
     assert_eq!(
-        code(parse(Format::Json, s, br#"{"x": [[1, 2]], "y": [[1], [2]]}"#)),
+        code(parse(
+            Format::Json,
+            s,
+            br#"{"x": [[1, 2]], "y": [[1], [2]]}"#
+        )),
         Some("dimension_mismatch")
     );
     assert_eq!(
@@ -123,12 +144,20 @@ fn regression_rows_carry_x_then_y_in_every_format() {
     );
     let plain = shape(2, None);
     assert_eq!(
-        code(parse(Format::Json, plain, br#"{"x": [[1, 2]], "y": [[3]]}"#)),
+        code(parse(
+            Format::Json,
+            plain,
+            br#"{"x": [[1, 2]], "y": [[3]]}"#
+        )),
         Some("invalid_parameter")
     );
     assert!(parse(Format::Json, plain, br#"{"x": [[1, 2]], "y": null}"#).is_ok());
     assert_eq!(
-        code(parse(Format::Ndjson, plain, b"{\"x\": [1, 2], \"y\": [3]}\n")),
+        code(parse(
+            Format::Ndjson,
+            plain,
+            b"{\"x\": [1, 2], \"y\": [3]}\n"
+        )),
         Some("invalid_parameter")
     );
 }
@@ -138,17 +167,33 @@ fn bad_bodies_get_todays_codes() {
     let s = shape(3, None);
     let cases: &[(Format, &[u8], &str)] = &[
         (Format::Json, br#"{"x": [[1,2,3],[1,2]]}"#, "ragged_rows"),
-        (Format::Json, br#"{"x": [[1,2],[1,2]]}"#, "dimension_mismatch"),
+        (
+            Format::Json,
+            br#"{"x": [[1,2],[1,2]]}"#,
+            "dimension_mismatch",
+        ),
         (Format::Json, br#"{"x": [[1,2,3,4]]}"#, "dimension_mismatch"),
         (Format::Json, br#"{"x": []}"#, "empty_batch"),
         (Format::Json, br#"{"x": [[1,2,1e400]]}"#, "malformed_body"),
         (Format::Json, br#"{"x": [[1,2,3]"#, "malformed_body"),
         (Format::Json, br#"{"x": [[1,2,3]]} x"#, "malformed_body"),
-        (Format::Json, br#"{"x": [[1,2,3]], "z": 1}"#, "malformed_body"),
-        (Format::Json, br#"{"x": [[1,2,3]], "x": [[1,2,3]]}"#, "malformed_body"),
+        (
+            Format::Json,
+            br#"{"x": [[1,2,3]], "z": 1}"#,
+            "malformed_body",
+        ),
+        (
+            Format::Json,
+            br#"{"x": [[1,2,3]], "x": [[1,2,3]]}"#,
+            "malformed_body",
+        ),
         (Format::Json, br#"{"x": [[1,2,01]]}"#, "malformed_body"),
         (Format::Json, br#"{}"#, "malformed_body"),
-        (Format::Json, br#"{"x": [[1,2,1e31]]}"#, "value_out_of_range"),
+        (
+            Format::Json,
+            br#"{"x": [[1,2,1e31]]}"#,
+            "value_out_of_range",
+        ),
         (Format::Csv, b"1,2,nan\n", "non_finite"),
         (Format::Csv, b"1,2,1e200\n", "value_out_of_range"),
         (Format::Ndjson, b"[1,2,inf]\n", "non_finite"),
@@ -156,7 +201,11 @@ fn bad_bodies_get_todays_codes() {
         (Format::Csv, b"\n\n", "empty_batch"),
         (Format::Csv, b"1,x,3\n1,2,3\n", "malformed_body"),
         (Format::Ndjson, b"1,2,3\n", "malformed_body"),
-        (Format::Ndjson, b"{\"x\": [1,2,3], \"q\": 1}\n", "malformed_body"),
+        (
+            Format::Ndjson,
+            b"{\"x\": [1,2,3], \"q\": 1}\n",
+            "malformed_body",
+        ),
         (Format::F32, &[0u8; 13], "dimension_mismatch"),
         (Format::F32, &[], "empty_batch"),
         (Format::Npy, b"", "malformed_body"),
@@ -172,7 +221,10 @@ fn messages_name_the_row_one_based_and_the_byte_offset() {
     let s = shape(4, None);
     let msg = |f, b: &[u8]| parse(f, s, b).err().map(|e| e.to_string()).unwrap();
     let m = msg(Format::Json, br#"{"x": [[1,2,3,4],[1,2,3,4],[1,2]]}"#);
-    assert!(m.contains("x row 3 has 2 values but rows 1–2 have 4"), "{m}");
+    assert!(
+        m.contains("x row 3 has 2 values but rows 1–2 have 4"),
+        "{m}"
+    );
     let m = msg(Format::Json, br#"{"x": [[1,2,3]]}"#);
     assert!(m.contains("expected 4") && m.contains("got 3"), "{m}");
     let m = msg(Format::Json, br#"{"x": [[1,2,3,4],[1,2,x]]}"#);
@@ -183,7 +235,10 @@ fn messages_name_the_row_one_based_and_the_byte_offset() {
     assert!(m.contains("line 2, column 3: `zz`"), "{m}");
     let m = msg(Format::Csv, b"1,2,3,4\n1,2,3,1e200\n");
     assert!(m.contains("x row 2, column 4"), "{m}");
-    let m = msg(Format::F32, &f32_bytes(&[0.0, 0.0, 0.0, 0.0, 0.0, f32::NAN, 0.0, 0.0]));
+    let m = msg(
+        Format::F32,
+        &f32_bytes(&[0.0, 0.0, 0.0, 0.0, 0.0, f32::NAN, 0.0, 0.0]),
+    );
     assert!(m.contains("x row 2, column 2 is NaN"), "{m}");
 }
 
@@ -205,7 +260,10 @@ fn the_row_limit_stops_every_format_at_the_first_row_beyond_it() {
     ];
     for (f, body) in bodies {
         let mut p = BatchParser::new(f, s, limit);
-        let e = p.feed(&body).err().unwrap_or_else(|| panic!("{f:?} accepted"));
+        let e = p
+            .feed(&body)
+            .err()
+            .unwrap_or_else(|| panic!("{f:?} accepted"));
         assert_eq!(
             e,
             FormatError::TooManyRows {
@@ -245,7 +303,10 @@ fn npy_headers_of_every_version_and_lying_headers() {
     };
     let (c, m) = msg(&npy::encode("<f4", false, 3, 2, &data));
     assert_eq!(c, "malformed_body");
-    assert!(m.contains("truncated") && m.contains("16 bytes of data"), "{m}");
+    assert!(
+        m.contains("truncated") && m.contains("16 bytes of data"),
+        "{m}"
+    );
     let mut extra = v1.clone();
     extra.extend_from_slice(&[0; 4]);
     let (c, m) = msg(&extra);
@@ -264,12 +325,18 @@ fn npy_headers_of_every_version_and_lying_headers() {
     long.extend_from_slice(&60_000u16.to_le_bytes());
     long.extend_from_slice(b"{'descr': '<f4'");
     let (c, m) = msg(&long);
-    assert!(c == "malformed_body" && m.contains("inside the header"), "{m}");
+    assert!(
+        c == "malformed_body" && m.contains("inside the header"),
+        "{m}"
+    );
     // A claimed header length beyond the cap is refused before it is read.
     let mut huge = b"\x93NUMPY\x02\x00".to_vec();
     huge.extend_from_slice(&u32::MAX.to_le_bytes());
     let (c, m) = msg(&huge);
-    assert!(c == "malformed_body" && m.contains("4294967295 bytes"), "{m}");
+    assert!(
+        c == "malformed_body" && m.contains("4294967295 bytes"),
+        "{m}"
+    );
     // A shape whose byte count overflows.
     let (c, m) = msg(&npy::encode("<f8", false, u64::MAX / 2, 2, &[]));
     assert!(c == "malformed_body" && m.contains("too large"), "{m}");
@@ -313,7 +380,12 @@ fn projection_bodies_carry_rows_and_options() {
         br#"{"k": 1}"#,
     ] {
         let c = parse_q(bad).err().map(|e| ApiError::from(e).code());
-        assert_eq!(c, Some("malformed_body"), "{}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            c,
+            Some("malformed_body"),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
     let e = parse_q(br#"{"x": [[1, 2, 3]]}"#).err().unwrap();
     assert_eq!(ApiError::from(e).code(), "dimension_mismatch");
@@ -349,10 +421,15 @@ fn shared_row_grammar_for_the_client() {
     assert!(csv_line(b"1,b", true, &mut out).is_err());
     out.clear();
     let s = shape(1, Some(1));
-    assert_eq!(ndjson_line(b"{\"x\":[1],\"y\":[2]}", s, &mut out), Ok(LineKind::Row));
+    assert_eq!(
+        ndjson_line(b"{\"x\":[1],\"y\":[2]}", s, &mut out),
+        Ok(LineKind::Row)
+    );
     assert_eq!(out, vec![1.0, 2.0]);
-    assert_eq!(check_row(&[1.0, 2e30], 7, s).unwrap_err().to_string(),
-        "value out of range: y row 7, column 1 is 2e30; values must be at most 1e30 in magnitude");
+    assert_eq!(
+        check_row(&[1.0, 2e30], 7, s).unwrap_err().to_string(),
+        "value out of range: y row 7, column 1 is 2e30; values must be at most 1e30 in magnitude"
+    );
 }
 
 mod fuzz {
@@ -376,7 +453,14 @@ mod fuzz {
 
     /// Feeds `body` in the pieces `cuts` makes (sorted positions).
     fn chunked(f: Format, s: Shape, body: &[u8], cuts: &[usize]) -> Result<Batch, FormatError> {
-        let mut p = BatchParser::new(f, s, RowLimit { max: 50, setting: "max_batch_rows" });
+        let mut p = BatchParser::new(
+            f,
+            s,
+            RowLimit {
+                max: 50,
+                setting: "max_batch_rows",
+            },
+        );
         let mut at = 0;
         for &c in cuts {
             let c = c.min(body.len()).max(at);
@@ -440,13 +524,23 @@ mod fuzz {
                     Format::Json => {
                         let xs: Vec<String> = rows
                             .iter()
-                            .map(|r| format!("[{}]", r[..s.dim].iter().map(text).collect::<Vec<_>>().join(", ")))
+                            .map(|r| {
+                                format!(
+                                    "[{}]",
+                                    r[..s.dim].iter().map(text).collect::<Vec<_>>().join(", ")
+                                )
+                            })
                             .collect();
                         let mut b = format!("{{\"x\": [{}]", xs.join(","));
                         if s.target_dim.is_some() {
                             let ys: Vec<String> = rows
                                 .iter()
-                                .map(|r| format!("[{}]", r[s.dim..].iter().map(text).collect::<Vec<_>>().join(",")))
+                                .map(|r| {
+                                    format!(
+                                        "[{}]",
+                                        r[s.dim..].iter().map(text).collect::<Vec<_>>().join(",")
+                                    )
+                                })
                                 .collect();
                             b.push_str(&format!(", \"y\" : [{}]", ys.join(", ")));
                         }
@@ -455,17 +549,29 @@ mod fuzz {
                     }
                     Format::Ndjson => rows
                         .iter()
-                        .map(|r| format!("[{}]\n", r.iter().map(text).collect::<Vec<_>>().join(",")))
+                        .map(|r| {
+                            format!("[{}]\n", r.iter().map(text).collect::<Vec<_>>().join(","))
+                        })
                         .collect::<String>()
                         .into_bytes(),
                     Format::Csv => rows
                         .iter()
-                        .map(|r| format!("{}\r\n", r.iter().map(text).collect::<Vec<_>>().join(",")))
+                        .map(|r| {
+                            format!("{}\r\n", r.iter().map(text).collect::<Vec<_>>().join(","))
+                        })
                         .collect::<String>()
                         .into_bytes(),
-                    Format::F32 => rows.iter().flatten().flat_map(|v| v.to_le_bytes()).collect(),
+                    Format::F32 => rows
+                        .iter()
+                        .flatten()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect(),
                     Format::Npy => {
-                        let data: Vec<u8> = rows.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+                        let data: Vec<u8> = rows
+                            .iter()
+                            .flatten()
+                            .flat_map(|v| v.to_le_bytes())
+                            .collect();
                         npy::encode("<f4", false, rows.len() as u64, w as u64, &data)
                     }
                 };
@@ -488,9 +594,15 @@ mod fuzz {
     /// (shortest f64 and f32 reprs, long decimals, integers, signed zeros, exponents).
     fn json_doc(dim: usize) -> impl Strategy<Value = String> {
         let number = prop_oneof![
-            any::<f64>().prop_filter("finite", |v| v.is_finite()).prop_map(|v| format!("{v:?}")),
-            any::<f32>().prop_filter("finite", |v| v.is_finite()).prop_map(|v| format!("{:?}", f64::from(v))),
-            any::<f64>().prop_filter("finite", |v| v.is_finite()).prop_map(|v| format!("{v:e}")),
+            any::<f64>()
+                .prop_filter("finite", |v| v.is_finite())
+                .prop_map(|v| format!("{v:?}")),
+            any::<f32>()
+                .prop_filter("finite", |v| v.is_finite())
+                .prop_map(|v| format!("{:?}", f64::from(v))),
+            any::<f64>()
+                .prop_filter("finite", |v| v.is_finite())
+                .prop_map(|v| format!("{v:e}")),
             (any::<i64>()).prop_map(|v| v.to_string()),
             "-?(0|[1-9][0-9]{0,25})(\\.[0-9]{1,25})?([eE][+-]?[0-9]{1,3})?",
         ];
@@ -499,8 +611,13 @@ mod fuzz {
             let inner: Vec<String> = vs.into_iter().map(|(n, w)| format!("{w}{n}{w}")).collect();
             format!("[{}]", inner.join(","))
         });
-        (prop::collection::vec(row, 0..5), ws, any::<bool>(), any::<bool>()).prop_map(
-            |(rows, w, extra_null, k_first)| {
+        (
+            prop::collection::vec(row, 0..5),
+            ws,
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(rows, w, extra_null, k_first)| {
                 let x = format!("{w}\"x\"{w}:{w}[{}]{w}", rows.join(&format!(",{w}")));
                 let y = format!("{w}\"y\"{w}:{w}null{w}");
                 match (extra_null, k_first) {
@@ -508,8 +625,7 @@ mod fuzz {
                     (true, false) => format!("{{{x},{y}}}"),
                     _ => format!("{{{x}}}{w}"),
                 }
-            },
-        )
+            })
     }
 
     /// A one-byte edit of a document: deletion, insertion or replacement.

@@ -166,9 +166,12 @@ impl<'a, S: Sink> Decoder<'a, S> {
             Encoding::Identity => Self::Identity(out),
             Encoding::Gzip => Self::Gzip(Box::new(flate2::write::GzDecoder::new(out))),
             Encoding::Zstd => {
-                let mut raw = zstd::stream::raw::Decoder::new().map_err(|e| malformed("zstd", e))?;
-                raw.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(ZSTD_MAX_WINDOW_LOG))
-                    .map_err(|e| malformed("zstd", e))?;
+                let mut raw =
+                    zstd::stream::raw::Decoder::new().map_err(|e| malformed("zstd", e))?;
+                raw.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(
+                    ZSTD_MAX_WINDOW_LOG,
+                ))
+                .map_err(|e| malformed("zstd", e))?;
                 Self::Zstd {
                     out,
                     raw: Box::new(raw),

@@ -11,8 +11,8 @@ use super::error::ApiError;
 use super::{AppState, ModelName};
 use crate::format::{BatchParser, Format, RowLimit};
 use crate::pca::{self, Shape};
-use crate::registry::Batch;
 use crate::persistence::BatchData;
+use crate::registry::Batch;
 
 /// The registry's batch for a checked one (until `Model::ingest` takes `pca::Batch`).
 fn to_registry(b: pca::Batch) -> Batch {
