@@ -94,3 +94,26 @@ pub async fn ingest(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_batch_keeps_rows_width_and_values() {
+        let shape = Shape {
+            dim: 2,
+            target_dim: Some(1),
+        };
+        let data = pca::BatchData::F32 {
+            x: vec![1.0, 2.0, 4.0, 5.0],
+            y: Some(vec![3.0, 6.0]),
+        };
+        let checked = pca::Batch::new(shape, data).expect("a valid batch");
+        let want = checked.to_f64();
+        let b = to_registry(checked);
+        assert_eq!(b.rows, 2);
+        assert!(matches!(b.data, BatchData::F32 { .. }));
+        assert_eq!(b.to_f64(), want);
+    }
+}
