@@ -275,7 +275,10 @@ impl ObjectLine<'_> {
 /// [`BatchError::NonFinite`] or [`BatchError::OutOfRange`] naming the part, row and
 /// 1-based column.
 pub fn check_row(values: &[f64], row: usize, shape: Shape) -> Result<(), BatchError> {
-    let Some(j) = values.iter().position(|v| !(v.abs() <= MAX_ABS_VALUE)) else {
+    let Some(j) = values
+        .iter()
+        .position(|v| v.is_nan() || v.abs() > MAX_ABS_VALUE)
+    else {
         return Ok(());
     };
     let (part, column) = locate(shape, j);

@@ -45,7 +45,7 @@ pub struct ProjectQuery {
 #[derive(Debug)]
 enum Inner {
     Json(Box<JsonObject>),
-    Npy(BatchParser, ProjectOptions),
+    Npy(Box<BatchParser>, ProjectOptions),
 }
 
 /// The push parser for `POST /v1/models/{name}/project` bodies.
@@ -73,7 +73,7 @@ impl ProjectParser {
     pub fn npy(dim: usize, limit: RowLimit, options: ProjectOptions) -> Self {
         Self {
             inner: Inner::Npy(
-                BatchParser::new(Format::Npy, Shape::inputs(dim), limit),
+                Box::new(BatchParser::new(Format::Npy, Shape::inputs(dim), limit)),
                 options,
             ),
             dim,
