@@ -217,7 +217,7 @@ impl ObjectLine<'_> {
                 other => {
                     return Err(self.err(&format!(
                         "unknown field `{}`, expected `x` or `y`",
-                        &other[..other.len().min(40)]
+                        other.chars().take(40).collect::<String>()
                     )))
                 }
             }

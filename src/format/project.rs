@@ -190,7 +190,7 @@ impl ProjectOptions {
                         name: "query",
                         reason: format!(
                             "unknown key `{}`, expected one of {}",
-                            &key[..key.len().min(40)],
+                            key.chars().take(40).collect::<String>(),
                             OPTIONS.join(", ")
                         ),
                     })

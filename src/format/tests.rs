@@ -402,6 +402,12 @@ fn projection_bodies_carry_rows_and_options() {
     );
     assert!(ProjectOptions::from_query("k=x").is_err());
     assert!(ProjectOptions::from_query("q=1").is_err());
+    // Long keys with multi-byte characters are cut on a character boundary.
+    let long = "é".repeat(30);
+    assert!(ProjectOptions::from_query(&format!("{long}=1")).is_err());
+    let mut out = Vec::new();
+    let line = format!("{{\"{long}\": 1}}");
+    assert!(ndjson_line(line.as_bytes(), Shape::inputs(1), &mut out).is_err());
     let mut p = ProjectParser::npy(2, NO_LIMIT, o);
     p.feed(&npy::encode("<f8", false, 1, 2, &f64_bytes(&[5.0, 6.0])))
         .unwrap();
@@ -666,6 +672,28 @@ mod fuzz {
             }
             let mut p = ProjectParser::json(s.dim, NO_LIMIT);
             let _ = p.feed(&body).and_then(|()| p.finish().map(|_| ()));
+        }
+
+        #[test]
+        fn arbitrary_unicode_in_keys_and_fields_never_panics(
+            key in "\\PC{0,60}",
+            field in "\\PC{0,20}",
+            s in shapes(),
+        ) {
+            let bodies = [
+                format!("{{\"{key}\": [[1]]}}"),
+                format!("{{\"x\": [[{field}]]}}"),
+                format!("{{\"{key}\": [1], \"x\": [{field}]}}\n[{field}]\n"),
+                format!("{key},{field}\n1,{field}\n"),
+            ];
+            for body in &bodies {
+                for f in FORMATS {
+                    check(f, s, &chunked(f, s, body.as_bytes(), &[body.len() / 2]));
+                }
+                let mut p = ProjectParser::json(s.dim, NO_LIMIT);
+                let _ = p.feed(body.as_bytes()).and_then(|()| p.finish().map(|_| ()));
+            }
+            let _ = ProjectOptions::from_query(&format!("{key}={field}"));
         }
 
         #[test]
