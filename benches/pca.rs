@@ -13,14 +13,10 @@
 //! - `fit/eigh/784`: faer's full symmetric eigendecomposition of that 784×784 covariance
 //!   (numpy's `eigh`, LAPACK `dsyevd`, in `bench/kernels.py`).
 
-use std::io::Read;
-
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use nalgebra::DMatrix;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use streampca::pca::{Accumulator, FitParams, OptimizerKind, Target, Trainer};
-
-const FASHION_TEST: &str = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+use streampca::pca::{Accumulator, FitParams, FitTarget, OptimizerKind, Trainer};
 
 fn random_rows(seed: u64, rows: usize, n: usize) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -29,25 +25,13 @@ fn random_rows(seed: u64, rows: usize, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Fashion-MNIST images as row-major f32 pixels in [0, 255], if the package is there.
+/// Fashion-MNIST's test images as row-major f32 pixels in [0, 255], if the package is
+/// installed (`streampca::datasets`: absent is an error only with
+/// `STREAMPCA_REQUIRE_DATASETS=1`; a broken file always is).
 fn fashion_mnist() -> Option<(Vec<f32>, usize)> {
-    let file = std::fs::File::open(FASHION_TEST).ok()?;
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    let be = |o: usize| {
-        u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-    };
-    let (count, rows, cols) = (be(4), be(8), be(12));
-    let n = rows * cols;
-    Some((
-        bytes[16..16 + count * n]
-            .iter()
-            .map(|&b| f32::from(b))
-            .collect(),
-        n,
-    ))
+    streampca::datasets::fashion_mnist_test()
+        .expect("reading Fashion-MNIST")
+        .map(|images| (images.to_f32(), images.dim))
 }
 
 fn accumulator_update(c: &mut Criterion) {
@@ -82,7 +66,7 @@ fn product(out: &mut DMatrix<f64>, c: &DMatrix<f64>, v: &DMatrix<f64>) {
     );
 }
 
-fn target_of(rows: &[f32], n: usize) -> Target {
+fn target_of(rows: &[f32], n: usize) -> FitTarget {
     let mut acc = Accumulator::new(n, None, None).expect("accumulator");
     for chunk in rows.chunks(256 * n) {
         acc.update(chunk, None).expect("update");
@@ -92,7 +76,10 @@ fn target_of(rows: &[f32], n: usize) -> Target {
 
 fn fitting(c: &mut Criterion) {
     let n = 784;
-    let (rows, n) = fashion_mnist().unwrap_or_else(|| (random_rows(2, 10_000, n), n));
+    let (rows, n) = fashion_mnist().unwrap_or_else(|| {
+        eprintln!("Fashion-MNIST is not installed: fitting 10 000 random rows instead");
+        (random_rows(2, 10_000, n), n)
+    });
     let target = target_of(&rows, n);
     let mut group = c.benchmark_group("fit");
     group.sample_size(10);

@@ -10,10 +10,10 @@
 //! ```
 //!
 //! Data sources: `fashion-mnist` (Debian's `dataset-fashion-mnist`, 60 000 × 784),
-//! `synthetic:N` (a seeded stream with a known geometric spectrum), or a path to a raw
-//! little-endian f32 file (`--dim` required). The last line printed is a JSON summary.
+//! `digits` (the 1 797 × 64 handwritten digits in `tests/data/`), `synthetic:N` (a
+//! seeded stream with a known geometric spectrum), or a path to a raw little-endian f32
+//! file (`--dim` required). The last line printed is a JSON summary.
 
-use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +22,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
-
-const FASHION_TRAIN: &str = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
 
 #[derive(Parser)]
 #[command(about = "Load generator for a running streampca server")]
@@ -53,7 +51,7 @@ struct IngestArgs {
     /// Model name; created (or reused) with --components.
     #[arg(long, default_value = "load")]
     model: String,
-    /// `fashion-mnist`, `synthetic:N`, or a raw little-endian f32 file.
+    /// `fashion-mnist`, `digits`, `synthetic:N`, or a raw little-endian f32 file.
     #[arg(long, default_value = "fashion-mnist")]
     data: String,
     /// Row length for raw files.
@@ -70,6 +68,9 @@ struct IngestArgs {
     format: Format,
     #[arg(long, default_value_t = 16)]
     components: usize,
+    /// Partitions of the model (default: the server's, one per CPU up to 8).
+    #[arg(long)]
+    partitions: Option<usize>,
     /// Delete the model first, so every run starts from zero samples.
     #[arg(long)]
     fresh: bool,
@@ -114,22 +115,17 @@ async fn main() -> Result<()> {
 /// Row-major f32 rows and their length.
 fn load_data(spec: &str, dim: Option<usize>, limit: Option<usize>) -> Result<(Vec<f32>, usize)> {
     let (mut rows, n) = if spec == "fashion-mnist" {
-        let file = std::fs::File::open(FASHION_TRAIN).with_context(|| {
-            format!("opening {FASHION_TRAIN} (apt-get install dataset-fashion-mnist)")
+        let images = streampca::datasets::fashion_mnist_train()?.with_context(|| {
+            format!(
+                "Fashion-MNIST is not in {} (apt-get install {})",
+                streampca::datasets::fashion_mnist_dir().display(),
+                streampca::datasets::FASHION_MNIST_PACKAGE
+            )
         })?;
-        let mut bytes = Vec::new();
-        flate2::read::GzDecoder::new(file).read_to_end(&mut bytes)?;
-        let be = |o: usize| {
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        };
-        let (count, n) = (be(4), be(8) * be(12));
-        (
-            bytes[16..16 + count * n]
-                .iter()
-                .map(|&b| f32::from(b))
-                .collect(),
-            n,
-        )
+        (images.to_f32(), images.dim)
+    } else if spec == "digits" {
+        let images = streampca::datasets::digits()?;
+        (images.to_f32(), images.dim)
     } else if let Some(n) = spec.strip_prefix("synthetic:") {
         let n: usize = n.parse().context("synthetic:N needs a dimension")?;
         (synthetic(n, limit.unwrap_or(50_000)), n)
@@ -233,7 +229,13 @@ async fn ingest(a: IngestArgs) -> Result<()> {
     }
     let create = client
         .post(format!("{base}/v1/models"))
-        .json(&json!({ "name": a.model, "dim": n, "components": a.components }))
+        .json(&{
+            let mut spec = json!({ "name": a.model, "dim": n, "components": a.components });
+            if let Some(k) = a.partitions {
+                spec["partitions"] = json!(k);
+            }
+            spec
+        })
         .send()
         .await?;
     if !(create.status().is_success() || create.status() == reqwest::StatusCode::CONFLICT) {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -20,47 +20,9 @@ pub const DEFAULT_SNAPSHOT_EVERY_BATCHES: u64 = 1000;
 /// Default longest time between two snapshots of a changed model, in seconds.
 pub const DEFAULT_SNAPSHOT_INTERVAL_SECS: u64 = 60;
 
-/// The command line: `streampca [serve] [OPTIONS]`. The bare binary serves.
-#[derive(Debug, Parser)]
-#[command(
-    name = "streampca",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    /// What to do; omitted means `serve`.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Settings for the bare binary (same as `serve`'s).
-    #[command(flatten)]
-    pub settings: Settings,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the HTTP service (the default).
-    Serve(Settings),
-    /// The command-line client (`models`, `ingest`, `components`, `project`, `demo`),
-    /// which talks to a running server; see [`crate::cli`].
-    #[command(flatten)]
-    Client(crate::cli::ClientCommand),
-}
-
-impl Cli {
-    /// The settings to serve with, whichever form the command line took.
-    pub fn into_settings(self) -> Settings {
-        match self.command {
-            Some(Command::Serve(s)) => s,
-            Some(Command::Client(_)) | None => self.settings,
-        }
-    }
-}
-
 /// When an accepted batch is forced to disk before the 200 is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Sync {
+pub enum SyncPolicy {
     /// fsync (`fdatasync`) the log before acknowledging; concurrent producers share one
     /// fsync (group commit). Survives power loss.
     #[default]
@@ -94,8 +56,8 @@ pub struct Settings {
     pub body_limit: usize,
     /// When accepted batches are fsynced: `always` (before the 200, the default) or
     /// `never`.
-    #[arg(long, env = "STREAMPCA_SYNC", value_enum, default_value_t = Sync::Always)]
-    pub sync: Sync,
+    #[arg(long, env = "STREAMPCA_SYNC", value_enum, default_value_t = SyncPolicy::Always)]
+    pub sync: SyncPolicy,
     /// Snapshot a model once this many batches arrived since its last snapshot.
     #[arg(long, env = "STREAMPCA_SNAPSHOT_EVERY_BATCHES", default_value_t = DEFAULT_SNAPSHOT_EVERY_BATCHES)]
     pub snapshot_every_batches: u64,
@@ -112,6 +74,14 @@ pub struct Settings {
     /// `streampca_model_subspace_drift_radians` gauge).
     #[arg(long, env = "STREAMPCA_DRIFT_INTERVAL_SECS", default_value_t = 300.0)]
     pub drift_interval_secs: f64,
+    /// Serve models whose recovery found acknowledged data missing (a log that does not
+    /// start where the newest snapshot ends, a missing or damaged log), with what is
+    /// left. Without it such models are held back: they answer 503
+    /// `model_unavailable`, `/readyz` names them and
+    /// `streampca_model_recovery_held` is 1, until this flag is given or they are
+    /// deleted.
+    #[arg(long, env = "STREAMPCA_ACCEPT_DATA_LOSS", default_value_t = false)]
+    pub accept_data_loss: bool,
     /// API keys (off unless a key is set).
     #[command(flatten)]
     pub auth: AuthSettings,
@@ -126,12 +96,13 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             body_limit: DEFAULT_BODY_LIMIT,
-            sync: Sync::Always,
+            sync: SyncPolicy::Always,
             snapshot_every_batches: DEFAULT_SNAPSHOT_EVERY_BATCHES,
             snapshot_interval_secs: DEFAULT_SNAPSHOT_INTERVAL_SECS,
             log_format: LogFormat::Text,
             log: "info".into(),
             drift_interval_secs: 300.0,
+            accept_data_loss: false,
             auth: AuthSettings::default(),
             limits: Limits::default(),
         }
@@ -406,17 +377,17 @@ impl Limits {
         if self.request_timeout == 0 {
             return Err("request_timeout must be at least 1 second".into());
         }
-        if self.max_dim > crate::registry::MAX_DIM {
+        if self.max_dim > crate::model::config::MAX_DIM {
             return Err(format!(
                 "max_dim must be at most {}, got {}",
-                crate::registry::MAX_DIM,
+                crate::model::config::MAX_DIM,
                 self.max_dim
             ));
         }
-        if self.max_components > crate::registry::MAX_COMPONENTS {
+        if self.max_components > crate::model::config::MAX_COMPONENTS {
             return Err(format!(
                 "max_components must be at most {}, got {}",
-                crate::registry::MAX_COMPONENTS,
+                crate::model::config::MAX_COMPONENTS,
                 self.max_components
             ));
         }
@@ -424,10 +395,24 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// The limits the model registry applies to creations and imports.
+    pub fn models(&self) -> crate::model::ModelLimits {
+        crate::model::ModelLimits {
+            max_dim: self.max_dim,
+            max_components: self.max_components,
+            max_models: self.max_models,
+            max_state_bytes: self.max_state_bytes,
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::cli::args::{Cli, Command};
+    use clap::Parser;
 
     #[test]
     fn the_bare_binary_and_serve_parse_the_same_flags() {

@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use streampca::config::{Cli, Command, Settings};
+use streampca::cli::args::{Cli, Command};
+use streampca::config::Settings;
 
 /// jemalloc instead of glibc's malloc: under the overload mix glibc's per-thread arenas
 /// fragment and the resident size creeps up for minutes with a flat live heap; jemalloc

@@ -10,8 +10,7 @@
 //! when the model is deleted), `code` from the fixed set of error codes, `component` from
 //! `0..components`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -22,7 +21,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::drift::{DriftTracker, DEFAULT_DRIFT_INTERVAL};
+use crate::http::error::ERROR_CODES;
 use crate::pca::Components;
 
 /// Latency buckets for HTTP requests, in seconds (100 µs … 10 s).
@@ -59,9 +58,7 @@ pub struct Metrics {
     model_explained_variance: GaugeVec,
     model_drift: GaugeVec,
     models: IntGauge,
-    /// Per-model history of published subspaces, for the drift gauge.
-    drift: Mutex<HashMap<String, DriftTracker>>,
-    drift_interval: Duration,
+    model_held: GaugeVec,
     wal_append_failures: IntCounterVec,
     snapshot_failures: IntCounterVec,
     wal_torn_records: IntCounterVec,
@@ -113,15 +110,6 @@ impl Metrics {
     /// Only if the definitions below are inconsistent (a programming error caught by
     /// any test that starts the service).
     pub fn new() -> Self {
-        Self::with_drift_interval(DEFAULT_DRIFT_INTERVAL)
-    }
-
-    /// Registers every metric in a fresh registry; subspace drift is measured over
-    /// `drift_interval`.
-    ///
-    /// # Panics
-    /// As [`Metrics::new`].
-    pub fn with_drift_interval(drift_interval: Duration) -> Self {
         let r = Registry::new();
         let models = IntGauge::new("streampca_models", "Number of models.").expect("valid gauge");
         r.register(Box::new(models.clone()))
@@ -251,9 +239,14 @@ impl Metrics {
                 "Largest principal angle between the top-p subspace published now and the one published one drift interval earlier, in radians.",
                 &["model"],
             ),
+            model_held: gauge(
+                &r,
+                "streampca_model_recovery_held",
+                "1 for a model that recovery held back because acknowledged data is missing \
+                 (not served until deleted or the service runs with --accept-data-loss).",
+                &["model"],
+            ),
             models,
-            drift: Mutex::new(HashMap::new()),
-            drift_interval,
             registry: r,
         }
     }
@@ -272,12 +265,16 @@ impl Metrics {
         self.models.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Records a model's creation: its per-model gauges start at zero.
-    pub fn model_created(&self, model: &str) {
-        self.model_samples.with_label_values(&[model]).set(0.0);
+    /// Records a model being served (created, recovered or imported) with `samples`
+    /// samples: every per-model series exists from then on.
+    pub fn model_created(&self, model: &str, samples: f64) {
+        self.model_samples.with_label_values(&[model]).set(samples);
         self.model_converged.with_label_values(&[model]).set(0.0);
-        // Counters start at 0 so `increase()` sees the first failure.
+        // Counters start at 0 so `increase()` sees the first event.
         for c in [
+            &self.samples_ingested,
+            &self.batches_ingested,
+            &self.training_steps,
             &self.wal_append_failures,
             &self.snapshot_failures,
             &self.wal_torn_records,
@@ -294,6 +291,16 @@ impl Metrics {
     /// Records one durability wait of `elapsed`.
     pub fn wal_fsync_waited(&self, elapsed: Duration) {
         self.wal_fsync_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets whether `model` is held back after recovery (the series is removed when
+    /// it is no longer held).
+    pub fn model_held(&self, model: &str, held: bool) {
+        if held {
+            self.model_held.with_label_values(&[model]).set(1.0);
+        } else {
+            let _ = self.model_held.remove_label_values(&[model]);
+        }
     }
 
     /// Records a torn or corrupt log tail found at recovery.
@@ -330,13 +337,15 @@ impl Metrics {
     }
 
     /// Records one published fit of `elapsed` wall time; `components` is how many the
-    /// model was configured with (eigenvalue series past the reported ones are removed).
+    /// model was configured with (eigenvalue series past the reported ones are removed);
+    /// `drift` the subspace's turn over the drift interval, once known.
     pub fn fit_published(
         &self,
         model: &str,
         fit: &Components,
         elapsed: Duration,
         components: usize,
+        drift: Option<f64>,
     ) {
         let steps = fit.steps as u64;
         self.training_steps
@@ -372,21 +381,14 @@ impl Metrics {
                 }
             }
         }
-        let drift = self
-            .drift
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(model.to_string())
-            .or_insert_with(|| DriftTracker::new(self.drift_interval))
-            .observe(Instant::now(), &fit.vectors);
         if let Some(angle) = drift {
             self.model_drift.with_label_values(&[model]).set(angle);
         }
     }
 
     /// Removes every series labelled with `model` (called when it is deleted).
-    /// `components` bounds the eigenvalue series; `codes` lists the rejection codes.
-    pub fn model_removed(&self, model: &str, components: usize, codes: &[&str]) {
+    /// `components` bounds the eigenvalue series.
+    pub fn model_removed(&self, model: &str, components: usize) {
         for v in [
             &self.samples_ingested,
             &self.batches_ingested,
@@ -407,12 +409,8 @@ impl Metrics {
         ] {
             let _ = v.remove_label_values(&[model]);
         }
-        self.drift
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(model);
         let _ = self.step_duration.remove_label_values(&[model]);
-        for code in codes {
+        for code in ERROR_CODES {
             let _ = self.batches_rejected.remove_label_values(&[model, code]);
         }
         for i in 0..components {

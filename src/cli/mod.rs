@@ -7,6 +7,7 @@
 //! - [`commands`]: one function per subcommand.
 //! - [`synthetic`]: the demo's data set with a known spectrum.
 
+pub mod args;
 pub mod client;
 pub mod commands;
 pub mod input;

@@ -39,7 +39,7 @@ pub async fn get(
     ModelName(name): ModelName,
     query: Result<Query<ComponentsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ComponentsResponse>, ApiError> {
-    let model = state.registry.get(&name)?;
+    let model = state.registry.get(&name).map_err(ApiError::from)?;
     let Query(q) = query.map_err(|e| ApiError::invalid("k", e.body_text()))?;
     let p = model.config().components;
     if let Some(k) = q.k {

@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::format::FormatError;
+use crate::model::ModelError;
 use crate::pca::{BatchError, PcaError};
 
 /// Every error code the API can return (used to bound metric labels).
@@ -36,6 +37,7 @@ pub const ERROR_CODES: &[&str] = &[
     "body_timeout",
     "overloaded",
     "timeout",
+    "model_unavailable",
     "internal",
 ];
 
@@ -131,6 +133,17 @@ pub enum ApiError {
     /// The request took longer than the configured timeout (seconds).
     #[error("the request did not complete within {0} s")]
     Timeout(u64),
+    /// A model recovery held back because acknowledged data is missing.
+    #[error(
+        "model `{name}` is not served: recovery found data missing ({reason}); restart \
+             with --accept-data-loss to serve what is left, or delete the model"
+    )]
+    ModelUnavailable {
+        /// The model.
+        name: String,
+        /// What recovery found.
+        reason: String,
+    },
     /// A bug or an environment failure; the detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -175,6 +188,7 @@ impl ApiError {
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            Self::ModelUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -183,6 +197,47 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.status_and_code().1
     }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::NotFound(name) => Self::ModelNotFound(name),
+            ModelError::Exists(name) => Self::ModelExists(name),
+            ModelError::Config(c) => Self::invalid(c.field, c.reason),
+            ModelError::TooManyModels(why) => Self::TooManyModels(why),
+            ModelError::Batch(b) => b.into(),
+            ModelError::NotFitted(name) => Self::NotFitted(name),
+            ModelError::InvalidSnapshot(why) => Self::InvalidSnapshot(why),
+            ModelError::Storage(e) => Self::StorageUnavailable(e.to_string()),
+            ModelError::Quarantined { name, reason } => Self::ModelUnavailable { name, reason },
+            ModelError::Numerics(e) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        let message = e.to_string();
+        match e {
+            BatchError::Empty => Self::EmptyBatch,
+            BatchError::Shape { .. } | BatchError::RowLength { .. } => {
+                Self::DimensionMismatch(strip(&message, "dimension mismatch: "))
+            }
+            BatchError::TargetsMissing { .. } | BatchError::TargetsUnexpected => {
+                Self::invalid("y", message)
+            }
+            BatchError::NonFinite { .. } => Self::NonFinite(strip(&message, "non-finite value: ")),
+            BatchError::OutOfRange { .. } => {
+                Self::OutOfRange(strip(&message, "value out of range: "))
+            }
+        }
+    }
+}
+
+/// The message without the prefix our own variant's message adds again.
+fn strip(message: &str, prefix: &str) -> String {
+    message.strip_prefix(prefix).unwrap_or(message).to_owned()
 }
 
 impl From<PcaError> for ApiError {
@@ -221,32 +276,11 @@ impl From<FormatError> for ApiError {
             },
             FormatError::BodyTooLarge { limit } => Self::BodyTooLarge(limit),
             FormatError::UnsupportedMediaType(m) => Self::UnsupportedMediaType(m),
-            FormatError::Batch(b) => {
-                let message = b.to_string();
-                match b {
-                    BatchError::Empty => Self::EmptyBatch,
-                    BatchError::Shape { .. } | BatchError::RowLength { .. } => {
-                        Self::DimensionMismatch(strip(&message, "dimension mismatch: "))
-                    }
-                    BatchError::TargetsMissing { .. } | BatchError::TargetsUnexpected => {
-                        Self::invalid("y", message)
-                    }
-                    BatchError::NonFinite { .. } => {
-                        Self::NonFinite(strip(&message, "non-finite value: "))
-                    }
-                    BatchError::OutOfRange { .. } => {
-                        Self::OutOfRange(strip(&message, "value out of range: "))
-                    }
-                }
-            }
+            FormatError::Batch(b) => b.into(),
         }
     }
 }
 
-/// `message` without `prefix` (the variant's own display adds it back).
-fn strip(message: &str, prefix: &str) -> String {
-    message.strip_prefix(prefix).unwrap_or(message).to_owned()
-}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -294,6 +328,7 @@ impl IntoResponse for ApiError {
             | Self::TooManyRows { .. }
             | Self::TooManyModels(_)
             | Self::BodyTimeout(_)
+            | Self::ModelUnavailable { .. }
             | Self::Internal(_) => None,
         };
         if let Some((name, value)) = extra {
@@ -341,6 +376,10 @@ mod tests {
             ApiError::BodyTimeout("x".into()),
             ApiError::Overloaded("x".into()),
             ApiError::Timeout(1),
+            ApiError::ModelUnavailable {
+                name: "m".into(),
+                reason: "x".into(),
+            },
             ApiError::Internal("x".into()),
         ];
         for e in all {

@@ -25,7 +25,7 @@ use axum::{middleware, Extension, Json, Router};
 use serde_json::json;
 
 use crate::metrics::{self, Metrics};
-use crate::registry::Registry;
+use crate::model::Registry;
 use body::BodyLimit;
 use error::ApiError;
 
@@ -125,12 +125,26 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    if state.ready.load(Ordering::Acquire) {
-        Ok(Json(json!({ "status": "ready" })))
-    } else {
-        Err(ApiError::Unavailable)
+/// Ready when start-up finished, shutdown has not begun, and no model was held back by
+/// recovery. A held-back model makes it answer 503 `{"status": "degraded", "held": […]}`
+/// naming the model and what is missing, so the operator sees it before serving.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if !state.ready.load(Ordering::Acquire) {
+        return ApiError::Unavailable.into_response();
     }
+    let held = state.registry.held();
+    if held.is_empty() {
+        return Json(json!({ "status": "ready" })).into_response();
+    }
+    let held: Vec<_> = held
+        .iter()
+        .map(|h| json!({ "model": h.name, "problem": h.reason }))
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": "degraded", "held": held })),
+    )
+        .into_response()
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {

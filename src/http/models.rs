@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::body::ApiJson;
 use super::error::ApiError;
 use super::{AppState, ModelName};
-use crate::config::Limits;
+use crate::model::config::{default_partitions, DEFAULT_TOLERANCE};
+use crate::model::{Created, Model, ModelConfig, ModelName as Name};
 use crate::pca::OptimizerKind;
-use crate::registry::{Created, Model, ModelConfig, DEFAULT_TOLERANCE};
 
 /// `POST /v1/models` body.
 #[derive(Debug, Deserialize)]
@@ -27,6 +27,8 @@ pub struct CreateModel {
     optimizer: Option<String>,
     #[serde(default)]
     tolerance: Option<f64>,
+    #[serde(default)]
+    partitions: Option<usize>,
 }
 
 impl TryFrom<CreateModel> for ModelConfig {
@@ -43,50 +45,20 @@ impl TryFrom<CreateModel> for ModelConfig {
             })?,
         };
         Ok(Self {
-            name: c.name,
+            name: Name::new(c.name).map_err(|e| ApiError::invalid(e.field, e.reason))?,
             dim: c.dim,
             components: c.components,
             target_dim: c.target_dim,
             half_life: c.half_life,
             optimizer,
             tolerance: c.tolerance.unwrap_or(DEFAULT_TOLERANCE),
+            partitions: c.partitions.unwrap_or_else(default_partitions),
         })
     }
 }
 
 /// The configured `max_dim` and `max_components` (the registry checks its own, larger,
 /// hard caps and the rest of the configuration).
-fn check_limits(c: &ModelConfig, limits: &Limits) -> Result<(), ApiError> {
-    for (name, v) in [("dim", Some(c.dim)), ("target_dim", c.target_dim)] {
-        if let Some(v) = v {
-            if v > limits.max_dim {
-                return Err(ApiError::invalid(
-                    name,
-                    format!("must be at most {} (max_dim), got {v}", limits.max_dim),
-                ));
-            }
-        }
-    }
-    if c.components > limits.max_components {
-        return Err(ApiError::invalid(
-            "components",
-            format!(
-                "must be at most {} (max_components), got {}",
-                limits.max_components, c.components
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The bytes of a model's n×n float64 scatter, n = dim + target_dim: the state that
-/// dominates its memory (the trainer holds one more copy while fitting).
-fn state_bytes(c: &ModelConfig) -> u64 {
-    let n = c.row_width() as u64;
-    8 * n * n
-}
-
-/// A model's status.
 #[derive(Debug, Serialize)]
 pub struct ModelStatus {
     name: String,
@@ -96,6 +68,7 @@ pub struct ModelStatus {
     half_life: Option<f64>,
     optimizer: &'static str,
     tolerance: f64,
+    partitions: usize,
     samples: f64,
     batches: u64,
     sequence: u64,
@@ -114,13 +87,14 @@ impl ModelStatus {
         let published = m.published();
         let fit = published.components.as_deref();
         Self {
-            name: c.name.clone(),
+            name: c.name.to_string(),
             dim: c.dim,
             components: c.components,
             target_dim: c.target_dim,
             half_life: c.half_life,
             optimizer: c.optimizer.as_str(),
             tolerance: c.tolerance,
+            partitions: c.partitions,
             samples: counters.samples,
             batches: counters.batches,
             sequence: counters.sequence,
@@ -145,33 +119,12 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateModel>,
 ) -> Result<(StatusCode, Json<ModelStatus>), ApiError> {
     let config = ModelConfig::try_from(body)?;
-    check_limits(&config, &state.guard.limits)?;
-    // Racy by design: concurrent creates may pass together and exceed the limit by at
-    // most the number of them (each is a small request); the registry stays unchanged.
-    let limits = &state.guard.limits;
-    if state.registry.get(&config.name).is_err() {
-        let models = state.registry.list();
-        if models.len() >= limits.max_models {
-            return Err(ApiError::TooManyModels(format!(
-                "the limit (max_models) is {}",
-                limits.max_models
-            )));
-        }
-        let used: u64 = models.iter().map(|m| state_bytes(m.config())).sum();
-        let want = state_bytes(&config);
-        if used.saturating_add(want) > limits.max_state_bytes {
-            return Err(ApiError::TooManyModels(format!(
-                "this model needs {want} bytes of accumulator state, {used} of the \
-                 budget (max_state_bytes) of {} are in use",
-                limits.max_state_bytes
-            )));
-        }
-    }
     let registry = state.registry.clone();
     // Creating the model's directory fsyncs: off the async runtime.
     let created = tokio::task::spawn_blocking(move || registry.create(config))
         .await
-        .map_err(|e| ApiError::Internal(format!("create task failed: {e}")))??;
+        .map_err(|e| ApiError::Internal(format!("create task failed: {e}")))?
+        .map_err(ApiError::from)?;
     match created {
         Created::New(m) => {
             tracing::info!(model = %m.config().name, "model created");
@@ -198,7 +151,7 @@ pub async fn status(
     State(state): State<AppState>,
     ModelName(name): ModelName,
 ) -> Result<Json<ModelStatus>, ApiError> {
-    let model = state.registry.get(&name)?;
+    let model = state.registry.get(&name).map_err(ApiError::from)?;
     Ok(Json(ModelStatus::of(&model)))
 }
 
@@ -211,7 +164,8 @@ pub async fn delete(
     let n = name.clone();
     tokio::task::spawn_blocking(move || registry.delete(&n))
         .await
-        .map_err(|e| ApiError::Internal(format!("delete task failed: {e}")))??;
+        .map_err(|e| ApiError::Internal(format!("delete task failed: {e}")))?
+        .map_err(ApiError::from)?;
     state.guard.forget(&name);
     tracing::info!(model = %name, "model deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -37,7 +37,7 @@ pub async fn project(
     ModelName(name): ModelName,
     req: Request,
 ) -> Result<Json<ProjectResponse>, ApiError> {
-    let model = state.registry.get(&name)?;
+    let model = state.registry.get(&name).map_err(ApiError::from)?;
     let dim = model.config().dim;
     let limit = RowLimit {
         max: state.guard.limits.max_query_rows,

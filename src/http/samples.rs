@@ -10,24 +10,6 @@ use super::body_stream;
 use super::error::ApiError;
 use super::{AppState, ModelName};
 use crate::format::{BatchParser, Format, RowLimit};
-use crate::pca::{self, Shape};
-use crate::persistence::BatchData;
-use crate::registry::Batch;
-
-/// The registry's batch for a checked one (until `Model::ingest` takes `pca::Batch`).
-fn to_registry(b: pca::Batch) -> Batch {
-    let rows = b.rows();
-    match b.into_data() {
-        pca::BatchData::F32 { x, y } => Batch {
-            rows,
-            data: BatchData::F32 { x, y },
-        },
-        pca::BatchData::F64 { x, y } => Batch {
-            rows,
-            data: BatchData::F64 { x, y },
-        },
-    }
-}
 
 /// `POST /v1/models/{name}/samples` response.
 #[derive(Debug, Serialize)]
@@ -48,20 +30,15 @@ pub async fn ingest(
     ModelName(name): ModelName,
     req: Request,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let model = state.registry.get(&name)?;
+    let model = state.registry.get(&name).map_err(ApiError::from)?;
     let result = async {
         let permit = state.guard.admit_ingest(&name)?;
         let format = Format::from_media_type(media_type(req.headers()).as_deref())?;
-        let cfg = model.config();
-        let shape = Shape {
-            dim: cfg.dim,
-            target_dim: cfg.target_dim,
-        };
         let limit = RowLimit {
             max: state.guard.limits.max_batch_rows,
             setting: "max_batch_rows",
         };
-        let mut parser = BatchParser::new(format, shape, limit);
+        let mut parser = BatchParser::new(format, model.config().shape(), limit);
         let body_limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
         let read = state.guard.body_read(body_limit);
         let (parts, body) = req.into_parts();
@@ -76,7 +53,7 @@ pub async fn ingest(
             let _permit = permit;
             // The batch's one pass of value checks runs here, off the runtime.
             let batch = parser.finish()?;
-            m.ingest(to_registry(batch))
+            m.ingest(&batch).map_err(ApiError::from)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?
@@ -92,28 +69,5 @@ pub async fn ingest(
             model.record_rejection(e.code());
             Err(e)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_registry_batch_keeps_rows_width_and_values() {
-        let shape = Shape {
-            dim: 2,
-            target_dim: Some(1),
-        };
-        let data = pca::BatchData::F32 {
-            x: vec![1.0, 2.0, 4.0, 5.0],
-            y: Some(vec![3.0, 6.0]),
-        };
-        let checked = pca::Batch::new(shape, data).expect("a valid batch");
-        let want = checked.to_f64();
-        let b = to_registry(checked);
-        assert_eq!(b.rows, 2);
-        assert!(matches!(b.data, BatchData::F32 { .. }));
-        assert_eq!(b.to_f64(), want);
     }
 }

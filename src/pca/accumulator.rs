@@ -12,8 +12,15 @@
 
 use nalgebra::{DMatrix, DVector};
 
+use super::batch::{Batch, BatchData, MAX_ABS_VALUE};
+
+mod parts;
+mod target;
+
 use super::linalg;
 use super::PcaError;
+pub use parts::AccumulatorParts;
+pub use target::FitTarget;
 
 /// Largest magnitude a diagonal scatter entry may reach. Staying far below `f64::MAX`
 /// keeps every later product (`C·V`, Rayleigh quotients) finite.
@@ -40,42 +47,12 @@ pub struct Accumulator {
     syx: Option<DMatrix<f64>>,
     /// `tr Σ_yy` for regression models; for autoencoders `tr Σ_xx` is read off `sxx`.
     tr_syy: f64,
-}
-
-/// The raw contents of an [`Accumulator`], for persistence. Shapes: `mean_x` n,
-/// `sxx` n×n (lower triangle authoritative), `mean_y` n_y, `syx` n_y×n.
-#[derive(Debug, Clone, PartialEq)]
-#[allow(missing_docs, reason = "fields mirror Accumulator's documented fields")]
-pub struct AccumulatorParts {
-    pub dim: usize,
-    pub target_dim: Option<usize>,
-    pub half_life: Option<f64>,
-    pub count: f64,
-    pub mean_x: DVector<f64>,
-    pub sxx: DMatrix<f64>,
-    pub mean_y: Option<DVector<f64>>,
-    pub syx: Option<DMatrix<f64>>,
-    pub tr_syy: f64,
-}
-
-/// The symmetric matrix whose ordered eigenvectors the loss finds, with what a
-/// projection needs (DESIGN.md §2). All moments are per sample (scatters divided by N).
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// `C = Σ_xx/N` (n×n) for autoencoders; `C_yx C_xx⁻¹ C_xy` (n_y×n_y) for regression.
-    pub matrix: DMatrix<f64>,
-    /// `tr C_yy`: the loss's constant term (per sample).
-    pub trace_yy: f64,
-    /// Regression map `W = C_yx C_xx⁻¹` (n_y×n); `None` for autoencoders.
-    pub regression: Option<DMatrix<f64>>,
-    /// `μ_x` (n).
-    pub mean_x: DVector<f64>,
-    /// `μ_y` (n_y) for regression models.
-    pub mean_y: Option<DVector<f64>>,
-    /// Weighted sample count `N`.
-    pub count: f64,
-    /// `tr C_xx`, the total variance of the inputs (per sample).
-    pub trace_xx: f64,
+    /// The stream's row clock as of this state: the number of rows, counted over the
+    /// whole stream (every partition of a model), through the last batch folded in.
+    /// Forgetting weighs a row by γ^(clock now − clock of its batch), so two
+    /// accumulators that saw different parts of one stream merge exactly once both are
+    /// brought to the later clock. Without forgetting it only orders states.
+    clock: u64,
 }
 
 impl Accumulator {
@@ -111,64 +88,19 @@ impl Accumulator {
             mean_y: target_dim.map(DVector::zeros),
             syx: target_dim.map(|m| DMatrix::zeros(m, dim)),
             tr_syy: 0.0,
+            clock: 0,
         })
     }
 
-    /// Rebuilds an accumulator from persisted parts, checking shapes and finiteness.
-    ///
-    /// # Errors
-    /// [`PcaError::DimensionMismatch`], [`PcaError::NonFinite`] or
-    /// [`PcaError::InvalidParam`] when the parts are inconsistent.
-    pub fn from_parts(p: AccumulatorParts) -> Result<Self, PcaError> {
-        let mut acc = Self::new(p.dim, p.target_dim, p.half_life)?;
-        check_shape("mean_x", p.dim, p.mean_x.len())?;
-        check_shape("sxx rows", p.dim, p.sxx.nrows())?;
-        check_shape("sxx columns", p.dim, p.sxx.ncols())?;
-        match (p.target_dim, &p.mean_y, &p.syx) {
-            (None, None, None) => {}
-            (Some(m), Some(my), Some(syx)) => {
-                check_shape("mean_y", m, my.len())?;
-                check_shape("syx rows", m, syx.nrows())?;
-                check_shape("syx columns", p.dim, syx.ncols())?;
-            }
-            _ => return Err(invalid("target_dim", "targets present without target_dim")),
-        }
-        let finite = p.count.is_finite()
-            && p.count >= 0.0
-            && p.tr_syy.is_finite()
-            && p.mean_x.iter().chain(p.sxx.iter()).all(|v| v.is_finite())
-            && p.mean_y
-                .iter()
-                .flat_map(|m| m.iter())
-                .all(|v| v.is_finite())
-            && p.syx.iter().flat_map(|m| m.iter()).all(|v| v.is_finite());
-        if !finite {
-            return Err(PcaError::NonFinite {
-                what: "accumulator parts".into(),
-            });
-        }
-        acc.count = p.count;
-        acc.mean_x = p.mean_x;
-        acc.sxx.rows_mut(0, p.dim).copy_from(&p.sxx);
-        acc.mean_y = p.mean_y;
-        acc.syx = p.syx;
-        acc.tr_syy = p.tr_syy;
-        Ok(acc)
+    /// The row clock as of this state (see the field's documentation).
+    pub fn clock(&self) -> u64 {
+        self.clock
     }
 
-    /// The raw contents, for persistence.
-    pub fn to_parts(&self) -> AccumulatorParts {
-        AccumulatorParts {
-            dim: self.dim,
-            target_dim: self.target_dim,
-            half_life: self.half_life,
-            count: self.count,
-            mean_x: self.mean_x.clone(),
-            sxx: self.sxx.rows(0, self.dim).into_owned(),
-            mean_y: self.mean_y.clone(),
-            syx: self.syx.clone(),
-            tr_syy: self.tr_syy,
-        }
+    /// The weighted count this state will have at the later row clock `clock`: `N`
+    /// decayed by γ^(clock − self.clock) (just `N` without forgetting).
+    pub fn count_at(&self, clock: u64) -> f64 {
+        self.count * self.decay(clock.saturating_sub(self.clock))
     }
 
     /// Input dimension n.
@@ -254,10 +186,55 @@ impl Accumulator {
         y: Option<&[T]>,
         scratch: &mut Vec<f64>,
     ) -> Result<(), PcaError> {
+        let rows = (x.len() / self.dim) as u64;
+        self.fold_values(x, y, self.clock + rows, scratch)
+    }
+
+    /// Folds a checked batch whose last row is row `clock` of the whole stream (rows
+    /// counted over every partition of the model, in `sequence` order). Old samples are
+    /// decayed by γ^(clock − self.clock) before the batch is added at weight 1, so a
+    /// partition that sees only some of a stream's batches weighs its rows exactly as
+    /// one accumulator of the whole stream would. Without forgetting this is
+    /// [`Accumulator::update`]. Whole or not at all.
+    ///
+    /// # Errors
+    /// [`PcaError::Incompatible`] when the batch's shape is not this accumulator's or
+    /// `clock` is less than `self.clock` plus the batch's rows (folds follow the
+    /// stream's order); [`PcaError::NonFinite`] if the scatter would overflow (which a
+    /// [`Batch`] cannot cause on a state that passed [`Accumulator::from_parts`]).
+    pub fn fold(
+        &mut self,
+        batch: &Batch,
+        clock: u64,
+        scratch: &mut Vec<f64>,
+    ) -> Result<(), PcaError> {
+        let shape = batch.shape();
+        if shape.dim != self.dim || shape.target_dim != self.target_dim {
+            return Err(PcaError::Incompatible {
+                reason: format!(
+                    "a batch of shape ({}, {:?}) for an accumulator of ({}, {:?})",
+                    shape.dim, shape.target_dim, self.dim, self.target_dim
+                ),
+            });
+        }
+        match batch.data() {
+            BatchData::F32 { x, y } => self.fold_values(x, y.as_deref(), clock, scratch),
+            BatchData::F64 { x, y } => self.fold_values(x, y.as_deref(), clock, scratch),
+        }
+    }
+
+    fn fold_values<T: Copy + Into<f64>>(
+        &mut self,
+        x: &[T],
+        y: Option<&[T]>,
+        clock: u64,
+        scratch: &mut Vec<f64>,
+    ) -> Result<(), PcaError> {
         let n = self.dim;
         if x.is_empty() {
             return Err(PcaError::EmptyBatch);
         }
+
         if x.len() % n != 0 {
             return Err(PcaError::DimensionMismatch {
                 what: "x length (a whole number of rows)",
@@ -266,7 +243,16 @@ impl Accumulator {
             });
         }
         let b = x.len() / n;
-        let decay = self.decay(b);
+        let elapsed = clock
+            .checked_sub(self.clock)
+            .filter(|e| *e >= b as u64)
+            .ok_or_else(|| PcaError::Incompatible {
+                reason: format!(
+                    "a batch of {b} rows ending at row {clock} cannot follow state at row {}",
+                    self.clock
+                ),
+            })?;
+        let decay = self.decay(elapsed);
         let n0 = self.count * decay;
         let n1 = n0 + b as f64;
         let w = n0 * b as f64 / n1;
@@ -337,12 +323,17 @@ impl Accumulator {
             self.tr_syy = tr;
         }
         self.count = n1;
+        self.clock = clock;
         Ok(())
     }
 
-    /// Merges another shard's accumulator into this one, exactly (Chan et al.):
+    /// Merges another accumulator into this one, exactly (Chan et al.):
     /// `N = N_a + N_b`, `μ = μ_a + d·N_b/N`, `Σ = Σ_a + Σ_b + d dᵀ·N_a N_b/N` with
-    /// `d = μ_b − μ_a`. No forgetting is applied: both shards are taken as of now.
+    /// `d = μ_b − μ_a`. Under forgetting both states are first brought to the later of
+    /// the two row clocks (the earlier one's count and scatters decayed by
+    /// γ^(difference)), so merging the partitions of one stream gives the accumulator of
+    /// the whole stream. Without forgetting the clocks only decide the merged clock (the
+    /// later one).
     ///
     /// # Errors
     /// [`PcaError::Incompatible`] when dimensions or half-lives differ;
@@ -361,14 +352,24 @@ impl Accumulator {
                 reason: "different half-lives".into(),
             });
         }
-        if other.count == 0.0 {
+        let clock = self.clock.max(other.clock);
+        let (wa, wb) = (
+            self.decay(clock - self.clock),
+            other.decay(clock - other.clock),
+        );
+        let (na, nb) = (self.count * wa, other.count * wb);
+        if nb == 0.0 {
+            if wa < 1.0 {
+                self.scale(wa);
+            }
+            self.clock = clock;
             return Ok(());
         }
-        let n1 = self.count + other.count;
-        let w = self.count * other.count / n1;
+        let n1 = na + nb;
+        let w = na * nb / n1;
         let d = &other.mean_x - &self.mean_x;
         let new_diag_ok = (0..self.dim).all(|i| {
-            let s = self.sxx[(i, i)] + other.sxx[(i, i)] + w * d[i] * d[i];
+            let s = wa * self.sxx[(i, i)] + wb * other.sxx[(i, i)] + w * d[i] * d[i];
             s.is_finite() && s <= MAX_SCATTER
         });
         if !new_diag_ok {
@@ -376,10 +377,13 @@ impl Accumulator {
                 what: "merged scatter".into(),
             });
         }
-        let ratio = other.count / n1;
+        if wa < 1.0 {
+            self.scale(wa);
+        }
+        let ratio = nb / n1;
         for j in 0..self.dim {
             for i in j..self.dim {
-                self.sxx[(i, j)] += other.sxx[(i, j)];
+                self.sxx[(i, j)] += wb * other.sxx[(i, j)];
             }
         }
         let scaled: Vec<f64> = d.iter().map(|v| v * w.sqrt()).collect();
@@ -391,88 +395,30 @@ impl Accumulator {
             other.mean_y.as_ref(),
         ) {
             let dy = omy - &*my;
-            *syx += osyx + (&dy * d.transpose()) * w;
-            self.tr_syy += other.tr_syy + w * dy.norm_squared();
+            *syx += osyx * wb + (&dy * d.transpose()) * w;
+            self.tr_syy += wb * other.tr_syy + w * dy.norm_squared();
             *my += dy * ratio;
         }
         self.mean_x += d * ratio;
         self.count = n1;
+        self.clock = clock;
         Ok(())
     }
 
-    /// Per-sample moments and the matrix the optimiser targets (DESIGN.md §2):
-    /// `C = Σ_xx/N`, or for regression `C_yx C_xx⁻¹ C_xy`, by one Cholesky of
-    /// `C_xx + ridge·I`. The ridge starts at 1e-12·tr(C_xx)/n when `C_xx` is singular
-    /// and grows tenfold until the factorisation succeeds.
-    ///
-    /// # Errors
-    /// [`PcaError::NotEnoughSamples`] with no samples; [`PcaError::NotPositiveDefinite`]
-    /// if no ridge up to 1e-2 relative makes `C_xx` factorisable.
-    pub fn target(&self) -> Result<Target, PcaError> {
-        self.clone().into_target()
-    }
-
-    /// [`Accumulator::target`] for an accumulator the caller no longer needs: the
-    /// scatter's own storage becomes `C` (symmetrised and scaled in place), saving one
-    /// n×n copy. The service's trainer fits a copy taken under the ingest lock, so it
-    /// uses this.
-    ///
-    /// # Errors
-    /// As [`Accumulator::target`].
-    pub fn into_target(self) -> Result<Target, PcaError> {
-        if self.count <= 0.0 {
-            return Err(PcaError::NotEnoughSamples {
-                have: self.count,
-                need: 1,
-            });
+    /// Multiplies the weight of every sample by `s` (count, scatters, `tr Σ_yy`).
+    fn scale(&mut self, s: f64) {
+        self.count *= s;
+        scale_lower(&mut self.sxx, s);
+        if let Some(syx) = self.syx.as_mut() {
+            *syx *= s;
         }
-        let pad = self.sxx.nrows() - self.dim;
-        let mut cxx = self.sxx.remove_rows(self.dim, pad);
-        linalg::symmetrize_from_lower(&mut cxx);
-        cxx /= self.count;
-        let trace_xx = cxx.trace();
-        let (matrix, regression, trace_yy) = match &self.syx {
-            None => (cxx, None, trace_xx),
-            Some(syx) => {
-                let cyx = syx / self.count;
-                let cxy = cyx.transpose();
-                let n = self.dim;
-                let base = (trace_xx / n as f64).max(f64::MIN_POSITIVE);
-                let mut ridge = 0.0;
-                let wt = loop {
-                    let mut a = cxx.clone();
-                    for i in 0..n {
-                        a[(i, i)] += ridge * base;
-                    }
-                    let mut rhs = cxy.clone();
-                    if linalg::cholesky_solve_in_place(&a, &mut rhs) {
-                        break rhs;
-                    }
-                    ridge = if ridge == 0.0 { 1e-12 } else { ridge * 10.0 };
-                    if ridge > 1e-2 {
-                        return Err(PcaError::NotPositiveDefinite { ridge });
-                    }
-                };
-                let mut t = linalg::mul(&cyx, false, &wt, false);
-                t = (&t + t.transpose()) * 0.5;
-                (t, Some(wt.transpose()), self.tr_syy / self.count)
-            }
-        };
-        Ok(Target {
-            matrix,
-            trace_yy,
-            regression,
-            mean_x: self.mean_x,
-            mean_y: self.mean_y,
-            count: self.count,
-            trace_xx,
-        })
+        self.tr_syy *= s;
     }
 
-    /// `γ^b` with `γ = 2^(−1/half_life)`: the weight left on old samples when a batch
-    /// of `b` arrives.
-    fn decay(&self, b: usize) -> f64 {
-        self.half_life.map_or(1.0, |h| (-(b as f64) / h).exp2())
+    /// `γ^rows` with `γ = 2^(−1/half_life)`: the weight left on old samples after
+    /// `rows` more rows of the stream.
+    fn decay(&self, rows: u64) -> f64 {
+        self.half_life.map_or(1.0, |h| (-(rows as f64) / h).exp2())
     }
 }
 

@@ -304,10 +304,15 @@ impl Batch {
 /// Every value finite and within [`MAX_ABS_VALUE`]: one branch-free pass per chunk (it
 /// vectorises, where an early-exit search does not).
 pub fn all_within_bound<T: Copy + Into<f64>>(values: &[T]) -> bool {
-    values.chunks(1024).all(|c| {
-        c.iter()
-            .fold(true, |ok, v| ok & ((*v).into().abs() <= MAX_ABS_VALUE))
-    })
+    values
+        .chunks(1024)
+        .all(|c| c.iter().fold(true, |ok, v| ok & within_bound((*v).into())))
+}
+
+/// `|v| ≤ MAX_ABS_VALUE`, which is false for NaN: one comparison covers NaN, ±∞ and
+/// range.
+fn within_bound(v: f64) -> bool {
+    v.abs() <= MAX_ABS_VALUE
 }
 
 fn check_values<T: Copy + Into<f64>>(
@@ -315,14 +320,10 @@ fn check_values<T: Copy + Into<f64>>(
     values: &[T],
     width: usize,
 ) -> Result<(), BatchError> {
-    // `abs() <= bound` is false for NaN, so one comparison covers NaN, ±∞ and range.
     if all_within_bound(values) {
         return Ok(());
     }
-    let Some(i) = values
-        .iter()
-        .position(|v| !((*v).into().abs() <= MAX_ABS_VALUE))
-    else {
+    let Some(i) = values.iter().position(|v| !within_bound((*v).into())) else {
         return Ok(());
     };
     let value: f64 = values[i].into();

@@ -131,3 +131,9 @@ pub(crate) fn cholesky_solve_in_place(m: &DMatrix<f64>, rhs: &mut DMatrix<f64>) 
         Err(_) => false,
     }
 }
+
+/// Whether `m` (n×n, symmetric, lower triangle read) is positive definite: its Cholesky
+/// factorisation succeeds.
+pub(crate) fn is_positive_definite(m: &DMatrix<f64>) -> bool {
+    view(m).llt(Side::Lower).is_ok()
+}

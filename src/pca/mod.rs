@@ -13,9 +13,11 @@ mod linalg;
 pub mod loss;
 pub mod optimizer;
 #[cfg(test)]
+mod real_data_tests;
+#[cfg(test)]
 mod tests;
 
-pub use accumulator::{all_finite, Accumulator, AccumulatorParts, Target};
+pub use accumulator::{all_finite, Accumulator, AccumulatorParts, FitTarget};
 pub use batch::{Batch, BatchData, BatchError, Part, Shape, MAX_ABS_VALUE};
 pub use components::{max_principal_angle, Components, Projection};
 pub use error::PcaError;

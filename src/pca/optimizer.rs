@@ -14,12 +14,12 @@
 //!   block's exact Lipschitz constant, and A's columns renormalised after each step
 //!   (the `(AD, D⁻¹B)` invariance). Correct but slow: kept for comparison and teaching.
 //!
-//! The trainer only sees a [`Target`]; it never reads the accumulator or does I/O.
+//! The trainer only sees a [`FitTarget`]; it never reads the accumulator or does I/O.
 
 use nalgebra::{DMatrix, DVector};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use super::accumulator::Target;
+use super::accumulator::FitTarget;
 use super::components::Components;
 use super::linalg;
 use super::loss::{self, Moments, Weights};
@@ -225,7 +225,11 @@ impl Trainer {
     /// # Errors
     /// [`PcaError::NotEnoughSamples`] before `k + 1` samples;
     /// [`PcaError::DimensionMismatch`] if the target's dimension is not the trainer's.
-    pub fn fit(&mut self, target: &Target, budget: Option<usize>) -> Result<Components, PcaError> {
+    pub fn fit(
+        &mut self,
+        target: &FitTarget,
+        budget: Option<usize>,
+    ) -> Result<Components, PcaError> {
         let m = target.matrix.nrows();
         if m != self.params.dim {
             return Err(PcaError::DimensionMismatch {
@@ -419,7 +423,7 @@ impl Trainer {
         }
     }
 
-    fn report(&mut self, target: &Target, fit: Fit) -> Components {
+    fn report(&mut self, target: &FitTarget, fit: Fit) -> Components {
         let p = self.params.inner.components;
         let r = residual(&fit.q, &fit.cq, &fit.lam);
         let (bounds, gaps) = error_bounds(&r, &fit.lam);

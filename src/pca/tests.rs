@@ -26,7 +26,7 @@ fn random_orthogonal(rng: &mut StdRng, n: usize) -> DMatrix<f64> {
 }
 
 /// Reference eigenpairs by nalgebra (descending).
-fn eigh_ref(c: &DMatrix<f64>) -> (Vec<f64>, DMatrix<f64>) {
+pub(super) fn eigh_ref(c: &DMatrix<f64>) -> (Vec<f64>, DMatrix<f64>) {
     let e = SymmetricEigen::new(c.clone());
     let mut idx: Vec<usize> = (0..c.nrows()).collect();
     idx.sort_by(|&a, &b| e.eigenvalues[b].total_cmp(&e.eigenvalues[a]));
@@ -36,7 +36,7 @@ fn eigh_ref(c: &DMatrix<f64>) -> (Vec<f64>, DMatrix<f64>) {
 }
 
 /// Angle between two lines (sign-insensitive), accurate for small angles.
-fn angle(a: &DVector<f64>, b: &DVector<f64>) -> f64 {
+pub(super) fn angle(a: &DVector<f64>, b: &DVector<f64>) -> f64 {
     let (a, b) = (a.normalize(), b.normalize());
     let s = if a.dot(&b) < 0.0 { -1.0 } else { 1.0 };
     let diff = (&a - &b * s).norm();
@@ -51,12 +51,12 @@ fn max_angle(found: &DMatrix<f64>, truth: &DMatrix<f64>, p: usize) -> f64 {
 }
 
 /// A target with covariance `U diag(λ) Uᵀ` and a large count.
-fn synthetic_target(rng: &mut StdRng, lambdas: &[f64]) -> (Target, DMatrix<f64>) {
+fn synthetic_target(rng: &mut StdRng, lambdas: &[f64]) -> (FitTarget, DMatrix<f64>) {
     let n = lambdas.len();
     let u = random_orthogonal(rng, n);
     let c = &u * DMatrix::from_diagonal(&DVector::from_column_slice(lambdas)) * u.transpose();
     let c = (&c + c.transpose()) * 0.5;
-    let target = Target {
+    let target = FitTarget {
         trace_yy: c.trace(),
         trace_xx: c.trace(),
         matrix: c,
@@ -73,7 +73,7 @@ fn rows_from(x: &DMatrix<f64>) -> Vec<f64> {
     x.transpose().as_slice().to_vec()
 }
 
-fn sample_covariance(x: &DMatrix<f64>) -> DMatrix<f64> {
+pub(super) fn sample_covariance(x: &DMatrix<f64>) -> DMatrix<f64> {
     let n = x.nrows() as f64;
     let mean = x.row_mean();
     let mut xc = x.clone();
@@ -296,7 +296,7 @@ fn forgetting_halves_the_weight_of_old_samples_after_one_half_life() {
 
 // ------------------------------------------------------------------ optimiser
 
-fn fit_cold(target: &Target, p: usize, budget: usize) -> Components {
+fn fit_cold(target: &FitTarget, p: usize, budget: usize) -> Components {
     let mut params = FitParams::new(p, OptimizerKind::Subspace);
     params.max_steps = budget;
     let mut trainer = Trainer::new(params.check(target.matrix.nrows()).unwrap());
@@ -677,90 +677,6 @@ fn projection_scores_reconstructions_and_residuals_agree_with_the_components() {
         comps.project(&rows[..5], 1, false, false),
         Err(PcaError::DimensionMismatch { .. })
     ));
-}
-
-// ------------------------------------------------------------------ real data
-
-/// Fashion-MNIST's 10 000 test images (row-major f32 pixels), from Debian's
-/// `dataset-fashion-mnist`, which `.ci/run` installs.
-fn fashion_mnist_test_images() -> Option<(Vec<f32>, usize)> {
-    use std::io::Read;
-    let path = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
-    let file = std::fs::File::open(path).ok()?;
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    let be = |o: usize| {
-        u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-    };
-    let (count, n) = (be(4), be(8) * be(12));
-    Some((
-        bytes[16..16 + count * n]
-            .iter()
-            .map(|&b| f32::from(b))
-            .collect(),
-        n,
-    ))
-}
-
-#[test]
-fn on_fashion_mnist_every_well_separated_component_matches_an_independent_eigensolver() {
-    let Some((pixels, n)) = fashion_mnist_test_images() else {
-        panic!("install Debian's dataset-fashion-mnist (.ci/run does) to run this test");
-    };
-    // Stream it in batches of 256 rows, as a producer would.
-    let mut acc = Accumulator::new(n, None, None).unwrap();
-    for batch in pixels.chunks(256 * n) {
-        acc.update(batch, None).unwrap();
-    }
-    let target = acc.target().unwrap();
-    let p = 16;
-    let mut trainer = Trainer::new(FitParams::new(p, OptimizerKind::Subspace).check(n).unwrap());
-    let comps = trainer.fit(&target, None).unwrap();
-    assert!(comps.converged, "bounds {:?}", comps.error_bounds);
-    assert!(
-        comps.products <= 60.0,
-        "cold fit cost {} units of n×n·n×p",
-        comps.products
-    );
-
-    // Reference: nalgebra's own symmetric eigensolver on a covariance computed
-    // independently (two-pass, in f64, from all rows at once).
-    let rows = pixels.len() / n;
-    let x = DMatrix::from_row_slice(
-        rows,
-        n,
-        &pixels.iter().map(|v| f64::from(*v)).collect::<Vec<_>>(),
-    );
-    let cov = sample_covariance(&x) * (rows as f64 / (rows as f64 - 1.0));
-    let (vals, vecs) = eigh_ref(&cov);
-    let mut checked = 0;
-    for i in 0..p {
-        let gap = [i.checked_sub(1), Some(i + 1)]
-            .into_iter()
-            .flatten()
-            .map(|j| (vals[i] - vals[j]).abs() / vals[i])
-            .fold(f64::INFINITY, f64::min);
-        // Eigenvalues are checked for every component; directions only where the
-        // relative gap makes them well defined at double precision.
-        assert!(
-            (comps.eigenvalues[i] - vals[i]).abs() <= 1e-9 * vals[i],
-            "eigenvalue {i}"
-        );
-        if gap > 0.01 {
-            let a = angle(
-                &comps.vectors.column(i).into_owned(),
-                &vecs.column(i).into_owned(),
-            );
-            assert!(a < 1e-6, "component {i} (gap {gap:.3}): angle {a:e}");
-            checked += 1;
-        }
-    }
-    assert!(
-        checked >= 8,
-        "only {checked} components had a gap above 1 %"
-    );
 }
 
 // ------------------------------------------------------------------ properties

@@ -53,14 +53,14 @@ pub enum Error {
     /// A snapshot (for example one uploaded for import) is malformed or inconsistent.
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(#[from] FormatError),
-    /// A WAL record to append is malformed (shape mismatch, empty batch, too large).
-    #[error("invalid WAL record: {reason}")]
+    /// A log record to append is malformed (too large for one record).
+    #[error("invalid log record: {reason}")]
     InvalidRecord {
         /// What is wrong with it.
         reason: String,
     },
-    /// A WAL append whose sequence does not follow the log's last one.
-    #[error("WAL {}: sequence {got} does not follow the last logged sequence {last}", path.display())]
+    /// A log append whose stamp does not follow the log's last one.
+    #[error("log {}: sequence {got} does not follow the last logged sequence {last}", path.display())]
     OutOfOrder {
         /// The log.
         path: PathBuf,
@@ -71,19 +71,11 @@ pub enum Error {
     },
     /// A write or fsync of the log failed earlier; what reached the disk is unknown, so
     /// the handle refuses further work. Reopen the log (restart) to recover from disk.
-    #[error("WAL {} is unusable after an earlier failure: {reason}", path.display())]
+    #[error("log {} is unusable after an earlier failure: {reason}", path.display())]
     WalPoisoned {
         /// The log.
         path: PathBuf,
         /// The earlier failure.
-        reason: String,
-    },
-    /// A model configuration that cannot be stored (bad name, out-of-range value).
-    #[error("invalid model config `{field}`: {reason}")]
-    InvalidConfig {
-        /// The offending field.
-        field: &'static str,
-        /// Why it is invalid.
         reason: String,
     },
     /// A model of this name already exists.

@@ -1,9 +1,8 @@
 //! Durability end to end: graceful restart, export/import, torn and corrupt log tails,
 //! and the crash test (the real binary killed with SIGKILL at random moments).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,115 +13,7 @@ use streampca::pca::Accumulator;
 use streampca::persistence::snapshot;
 
 use crate::helpers::{assert_error, spawn_app, spawn_app_in, spiked_rows};
-
-// ---------------------------------------------------------------------------------
-// The real binary.
-
-/// A `streampca` process on a free port with its own data directory.
-struct Server {
-    child: Child,
-    address: String,
-    client: reqwest::Client,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-impl Server {
-    /// Starts the binary on `data_dir` and waits until `/readyz` answers 200.
-    async fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        for _attempt in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_streampca"))
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--data-dir")
-                .arg(data_dir)
-                .arg("--log")
-                .arg("warn")
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            let address = format!("http://127.0.0.1:{port}");
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // exited (e.g. the port was taken meanwhile): retry
-                }
-                if let Ok(r) = client.get(format!("{address}/readyz")).send().await {
-                    if r.status() == StatusCode::OK {
-                        return Self {
-                            child,
-                            address,
-                            client,
-                        };
-                    }
-                }
-                assert!(Instant::now() < deadline, "server did not become ready");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        panic!("could not start the server");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
-    }
-
-    /// SIGKILL, then reap.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    async fn status(&self, name: &str) -> Value {
-        let r = self
-            .client
-            .get(self.url(&format!("/v1/models/{name}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.json().await.unwrap()
-    }
-
-    async fn export(&self, name: &str) -> snapshot::Snapshot {
-        let r = self
-            .client
-            .get(self.url(&format!("/v1/models/{name}/snapshot")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        snapshot::decode(&r.bytes().await.unwrap()).unwrap()
-    }
-
-    async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::process::Server;
 
 const DIM: usize = 8;
 
@@ -149,15 +40,10 @@ fn f32_body(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn apply(acc: &mut Accumulator, values: &[f32]) {
-    let x: Vec<f64> = values.iter().map(|v| f64::from(*v)).collect();
-    acc.update(&x, None).unwrap();
-}
-
 async fn create(client: &reqwest::Client, base: &str, name: &str) {
     let r = client
         .post(format!("{base}/v1/models"))
-        .json(&json!({"name": name, "dim": DIM, "components": 2}))
+        .json(&json!({"name": name, "dim": DIM, "components": 2, "partitions": 1}))
         .send()
         .await
         .unwrap();
@@ -188,9 +74,12 @@ async fn post_batch(
     r.json().await.map_err(|e| e.to_string())
 }
 
-/// `wal.log` of model `name`.
-fn wal_path(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join("models").join(name).join("wal.log")
+/// The log of partition `k` of model `name`.
+fn log_path(data_dir: &Path, name: &str, k: usize) -> PathBuf {
+    data_dir
+        .join("models")
+        .join(name)
+        .join(format!("partition-{k}.log"))
 }
 
 // ---------------------------------------------------------------------------------
@@ -232,7 +121,7 @@ async fn a_graceful_restart_restores_the_state_bit_for_bit() {
         snapshot::decode(&after).unwrap(),
     );
     assert_eq!(a.config, b.config);
-    assert_eq!((a.sequence, a.batches), (b.sequence, b.batches));
+    assert_eq!((a.sequence(), a.positions()), (b.sequence(), b.positions()));
     // Bit for bit: compare the encodings of the accumulators alone.
     let bits = |s: &snapshot::Snapshot| {
         let mut s = s.clone();
@@ -314,7 +203,8 @@ async fn crash_and_damage(dir: &Path, damage: impl FnOnce(&Path)) -> (Value, Vec
         acked.push(rows_of(p));
     }
     server.kill();
-    damage(&wal_path(dir, "m"));
+    // One partition: every batch is in its log.
+    damage(&log_path(dir, "m", 0));
     let server = Server::start(dir, &[]).await;
     (server.status("m").await, acked, server)
 }
@@ -371,22 +261,88 @@ struct Seen {
     in_flight: Vec<(usize, usize)>,
 }
 
+/// Copies a directory's files (one level) into a fresh temporary directory.
+fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.path().join(e.file_name())).unwrap();
+        }
+    }
+    to
+}
+
+fn parts_bits(p: &streampca::pca::AccumulatorParts) -> Vec<u64> {
+    let mut v = vec![p.count.to_bits(), p.clock];
+    v.extend(p.mean_x.iter().map(|x| x.to_bits()));
+    v.extend(p.sxx.iter().map(|x| x.to_bits()));
+    v
+}
+
+/// Every partition of a model folded offline from a copy of its directory: the newest
+/// readable snapshot, then each partition log's records after that snapshot's position.
+/// Returns the partitions and every logged record's (sequence, values).
+fn offline_replay(copy: &Path, k: usize) -> (Vec<Accumulator>, Vec<(u64, Vec<f32>)>) {
+    use streampca::persistence::{PartitionLog as _, SyncMode, Wal};
+    let loaded = snapshot::load_latest(copy).unwrap();
+    let (mut accs, positions) = match &loaded {
+        Some(l) => (l.snapshot.accumulators().unwrap(), l.snapshot.positions()),
+        None => (
+            (0..k)
+                .map(|_| Accumulator::new(DIM, None, None).unwrap())
+                .collect(),
+            vec![Default::default(); k],
+        ),
+    };
+    let mut logged = Vec::new();
+    for (p, acc) in accs.iter_mut().enumerate() {
+        let (wal, rec) = Wal::open(
+            copy.join(format!("partition-{p}.log")),
+            p as u32,
+            SyncMode::Never,
+        )
+        .unwrap();
+        let _ = wal.describe();
+        for r in rec.records {
+            let streampca::pca::BatchData::F32 { x, .. } = r.batch.data() else {
+                panic!("raw bodies are logged as f32")
+            };
+            logged.push((r.stamp.sequence, x.clone()));
+            if r.stamp.local > positions[p].local {
+                acc.fold(&r.batch, r.stamp.clock, &mut Vec::new()).unwrap();
+            }
+        }
+    }
+    (accs, logged)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_batches_survive_sigkill_at_random_moments() {
-    const CYCLES: usize = 20;
-    const PRODUCERS: usize = 4;
+    const CYCLES: usize = 50;
+    const PRODUCERS: usize = 8;
+    const K: usize = 4;
+    let args = ["--snapshot-every-batches", "40"];
     let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("models").join("m");
     let mut rng = StdRng::seed_from_u64(0x5eed);
-    // The offline accumulation of exactly the batches the log holds, in sequence order.
-    let mut offline = Accumulator::new(DIM, None, None).unwrap();
+    // One serial accumulator of exactly the batches that survived, in sequence order.
+    let mut expected = Accumulator::new(DIM, None, None).unwrap();
     let mut next_index = [0usize; PRODUCERS];
     let mut last_sequence = 0u64;
-    let mut total_acked_rows = 0usize;
+    let (mut total_acked, mut total_survivors) = (0usize, 0usize);
     let started = Instant::now();
     for cycle in 0..CYCLES {
-        let server = Server::start(dir.path(), &["--snapshot-every-batches", "50"]).await;
+        let server = Server::start(dir.path(), &args).await;
         if cycle == 0 {
-            create(&server.client, &server.address, "m").await;
+            let r = server
+                .client
+                .post(server.url("/v1/models"))
+                .json(&json!({"name": "m", "dim": DIM, "components": 2, "partitions": K}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
         }
         let seen = Arc::new(Mutex::new(Seen::default()));
         let mut tasks = Vec::new();
@@ -421,75 +377,91 @@ async fn acknowledged_batches_survive_sigkill_at_random_moments() {
             next_index[p] = t.await.unwrap();
         }
         let seen = std::mem::take(&mut *seen.lock().unwrap());
+        let copy = copy_dir(&model_dir);
 
-        let server = Server::start(dir.path(), &["--snapshot-every-batches", "50"]).await;
+        let server = Server::start(dir.path(), &args).await;
         let status = server.status("m").await;
-        let acked_rows: usize = seen.acked.values().map(|(p, _)| rows_of(*p)).sum();
-        total_acked_rows += acked_rows;
-        let samples = status["samples"].as_f64().unwrap() as usize;
-        let in_flight_rows: usize = seen.in_flight.iter().map(|(p, _)| rows_of(*p)).sum();
-        assert!(
-            samples >= total_acked_rows && samples <= total_acked_rows + in_flight_rows,
-            "cycle {cycle}: {samples} samples, {total_acked_rows} acknowledged, {in_flight_rows} in flight"
-        );
-        // The surviving in-flight batches, identified by their row counts.
-        let extra = samples - total_acked_rows;
-        let survivors: Vec<(usize, usize)> = seen
-            .in_flight
+        let exported = server.export("m").await;
+
+        // 1. The recovered state is the offline replay of every partition's log.
+        let (offline, logged) = offline_replay(copy.path(), K);
+        for (p, acc) in offline.iter().enumerate() {
+            assert_eq!(
+                parts_bits(&acc.to_parts()),
+                parts_bits(&exported.partitions[p].accumulator),
+                "cycle {cycle}: partition {p} differs from its offline replay"
+            );
+        }
+        // 2. Every acknowledged batch survived, once, with the sequence it was answered;
+        //    batches in flight at the kill survived (once) or did not.
+        let mut this_cycle: BTreeMap<u64, Vec<f32>> = seen
+            .acked
             .iter()
-            .copied()
-            .filter(|(p, _)| (extra / 3) & (1 << p) != 0)
+            .map(|(&seq, &(p, i))| (seq, batch_rows(p, i)))
             .collect();
+        let mut survivors = 0;
+        for (seq, values) in logged.iter().filter(|(s, _)| *s > last_sequence) {
+            match this_cycle.get(seq) {
+                Some(acked) => assert_eq!(
+                    acked, values,
+                    "cycle {cycle}: sequence {seq} holds another batch"
+                ),
+                None => {
+                    assert!(
+                        seen.in_flight
+                            .iter()
+                            .any(|&(p, i)| batch_rows(p, i) == *values),
+                        "cycle {cycle}: logged sequence {seq} is no batch that was sent"
+                    );
+                    this_cycle.insert(*seq, values.clone());
+                    survivors += 1;
+                }
+            }
+        }
+        let logged_seqs: std::collections::BTreeSet<u64> = logged.iter().map(|(s, _)| *s).collect();
+        let covered = exported.sequence();
+        for seq in seen.acked.keys() {
+            assert!(
+                logged_seqs.contains(seq) || *seq <= covered,
+                "cycle {cycle}: acknowledged sequence {seq} is lost"
+            );
+        }
+        for values in this_cycle.values() {
+            let x: Vec<f64> = values.iter().map(|v| f64::from(*v)).collect();
+            expected.update(&x, None).unwrap();
+        }
+        total_acked += seen.acked.len();
+        total_survivors += survivors;
+        // 3. The merge of the partitions is one accumulation of those batches.
+        let mut merged = offline[0].clone();
+        for a in &offline[1..] {
+            merged.merge(a).unwrap();
+        }
         assert_eq!(
-            survivors.iter().map(|(p, _)| rows_of(*p)).sum::<usize>(),
-            extra
+            merged.count().to_bits(),
+            expected.count().to_bits(),
+            "cycle {cycle}: rows counted once each"
         );
-        total_acked_rows += extra;
+        assert_eq!(status["samples"].as_f64(), Some(expected.count()));
+        let rel = (merged.scatter() - expected.scatter()).norm() / expected.scatter().norm();
+        assert!(rel < 1e-12, "cycle {cycle}: scatter differs by {rel:e}");
         let sequence = status["sequence"].as_u64().unwrap();
         assert_eq!(
-            sequence,
-            last_sequence + (seen.acked.len() + survivors.len()) as u64,
-            "cycle {cycle}: sequences are consecutive"
+            Some(&sequence),
+            this_cycle.keys().last().or(Some(&last_sequence))
         );
-        if let Some((&max_acked, _)) = seen.acked.last_key_value() {
-            assert!(max_acked <= sequence);
-        }
-        // Rebuild the log's order: acknowledged batches at their sequences, survivors in
-        // the gaps in some order; the recovered accumulator must equal one of them bit
-        // for bit.
-        let exported = server.export("m").await;
-        assert_eq!(exported.sequence, sequence);
-        let gaps: Vec<u64> = (last_sequence + 1..=sequence)
-            .filter(|s| !seen.acked.contains_key(s))
-            .collect();
-        let mut matched = None;
-        for order in permutations(&survivors) {
-            let mut acc = offline.clone();
-            let by_gap: HashMap<u64, (usize, usize)> =
-                gaps.iter().copied().zip(order.iter().copied()).collect();
-            for s in last_sequence + 1..=sequence {
-                let (p, i) = seen.acked.get(&s).copied().unwrap_or_else(|| by_gap[&s]);
-                apply(&mut acc, &batch_rows(p, i));
-            }
-            if acc.to_parts() == exported.accumulator {
-                matched = Some(acc);
-                break;
-            }
-        }
-        offline = matched.unwrap_or_else(|| {
-            panic!(
-                "cycle {cycle}: the recovered accumulator matches no order of the logged batches"
-            )
-        });
         last_sequence = sequence;
         server.kill();
     }
-    assert!(total_acked_rows > 0);
-    let snapshots = std::fs::read_dir(dir.path().join("models").join("m"))
+    assert!(total_acked > 0);
+    let snapshots = std::fs::read_dir(&model_dir)
         .unwrap()
         .filter(|e| {
-            let n = e.as_ref().unwrap().file_name();
-            n.to_string_lossy().starts_with("snapshot-")
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("snapshot-")
         })
         .count();
     assert!(
@@ -497,25 +469,11 @@ async fn acknowledged_batches_survive_sigkill_at_random_moments() {
         "the schedule wrote no snapshot during the test"
     );
     eprintln!(
-        "crash test: {CYCLES} cycles, {last_sequence} batches, {total_acked_rows} rows in {:?}",
+        "crash test: {CYCLES} cycles, {PRODUCERS} producers, {K} partitions: {total_acked} \
+         acknowledged and {total_survivors} unacknowledged batches survived, {last_sequence} \
+         sequences, in {:?}",
         started.elapsed()
     );
-}
-
-fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
-    if items.len() <= 1 {
-        return vec![items.to_vec()];
-    }
-    let mut out = Vec::new();
-    for i in 0..items.len() {
-        let mut rest = items.to_vec();
-        let first = rest.remove(i);
-        for mut p in permutations(&rest) {
-            p.insert(0, first);
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test]
@@ -556,10 +514,11 @@ async fn created_and_deleted_models_stay_so_across_a_restart() {
 }
 
 #[tokio::test]
-async fn a_corrupt_snapshot_with_no_fallback_fails_start_up_naming_the_file() {
+async fn a_model_whose_only_snapshot_is_corrupt_is_held_back_and_named() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_in(dir.path()).await;
     app.create_autoencoder("m", 4, 2).await;
+    app.create_autoencoder("ok", 4, 2).await;
     app.ingest_json("m", &spiked_rows(4, 50, 1)).await;
     assert!(app.stop().await); // writes the final (and only) snapshot
     let model_dir = dir.path().join("models").join("m");
@@ -577,17 +536,48 @@ async fn a_corrupt_snapshot_with_no_fallback_fails_start_up_naming_the_file() {
     bytes[20] ^= 0xff;
     std::fs::write(&snap, &bytes).unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let settings = streampca::config::Settings {
-        data_dir: dir.path().to_owned(),
-        ..Default::default()
-    };
-    let err = streampca::run(listener, settings, std::future::pending())
-        .await
-        .expect_err("start-up must fail");
-    let msg = format!("{err:#}");
+    let app = spawn_app_in(dir.path()).await;
+
     let file = snap.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(msg.contains(&file), "{msg}");
+    let (s, ready) = app.get_json("/readyz").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready["held"][0]["model"], "m");
+    assert!(
+        ready["held"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains(&file),
+        "{ready}"
+    );
+    let msg = assert_error(
+        app.client
+            .get(app.url("/v1/models/m"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "model_unavailable",
+    )
+    .await;
+    assert!(msg.contains("--accept-data-loss"), "{msg}");
+    assert!(app
+        .metrics()
+        .await
+        .contains("streampca_model_recovery_held{model=\"m\"} 1"));
+    let (s, _) = app.get_json("/v1/models/ok").await;
+    assert_eq!(s, StatusCode::OK, "the other model is served");
     // Never silently replaced: the damaged file is still there, unchanged.
     assert_eq!(std::fs::read(&snap).unwrap(), bytes);
+    assert!(app.stop().await);
+
+    // The operator accepts: the complete logs are replayed from the start.
+    let app = crate::helpers::spawn_app_in_with(dir.path(), |s| streampca::config::Settings {
+        accept_data_loss: true,
+        ..s
+    })
+    .await;
+    assert_eq!(app.status("m").await["samples"], json!(50.0));
+    let (s, _) = app.get_json("/readyz").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(app.stop().await);
 }

@@ -45,10 +45,18 @@ pub async fn spawn_app_with(f: impl FnOnce(Settings) -> Settings) -> TestApp {
 
 /// Starts the service on an existing data directory (to test restarts).
 pub async fn spawn_app_in(data_dir: &std::path::Path) -> TestApp {
-    let settings = Settings {
+    spawn_app_in_with(data_dir, |s| s).await
+}
+
+/// Starts the service on an existing data directory with settings adjusted by `f`.
+pub async fn spawn_app_in_with(
+    data_dir: &std::path::Path,
+    f: impl FnOnce(Settings) -> Settings,
+) -> TestApp {
+    let settings = f(Settings {
         data_dir: data_dir.to_owned(),
         ..Settings::default()
-    };
+    });
     start(settings, None).await
 }
 

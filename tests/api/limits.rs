@@ -83,19 +83,37 @@ async fn huge_magnitude_values_are_refused_precisely() {
 
 #[tokio::test]
 async fn models_beyond_the_state_budget_are_refused() {
-    // 8·64² = 32 KiB per 64-dimensional model; a budget of 40 KiB holds one.
+    // A 64-dimensional scatter is 8·64² = 32 KiB; a model holds one per partition plus
+    // the trainer's merge buffer. A budget of 100 KiB holds one model of one partition
+    // (64 KiB) but not one of two (96 KiB) beside it.
     let app = spawn_app_with(|mut s| {
-        s.limits.max_state_bytes = 40 * 1024;
+        s.limits.max_state_bytes = 100 * 1024;
         s
     })
     .await;
-    app.create_autoencoder("a", 64, 1).await;
     let r = app
-        .create_model(json!({"name": "b", "dim": 64, "components": 1}))
+        .create_model(json!({"name": "wide", "dim": 64, "components": 1, "partitions": 3}))
+        .await;
+    let msg = assert_error(r, StatusCode::CONFLICT, "too_many_models").await;
+    assert!(
+        msg.contains("131072 bytes") && msg.contains("3 partitions"),
+        "{msg}"
+    );
+    let r = app
+        .create_model(json!({"name": "a", "dim": 64, "components": 1, "partitions": 1}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app
+        .create_model(json!({"name": "b", "dim": 64, "components": 1, "partitions": 1}))
         .await;
     let msg = assert_error(r, StatusCode::CONFLICT, "too_many_models").await;
     assert!(msg.contains("max_state_bytes"), "{msg}");
-    app.create_autoencoder("c", 8, 1).await;
+    let r = app
+        .create_model(json!({"name": "c", "dim": 8, "components": 1, "partitions": 2}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (_, status) = app.get_json("/v1/models/c").await;
+    assert_eq!(status["partitions"], 2);
 }
 
 /// Opens a raw connection and sends an ingest request whose body is only half written,
