@@ -93,7 +93,8 @@ pub async fn project(
         BatchData::F64 { x, .. } => x,
         BatchData::F32 { x, .. } => x.into_iter().map(f64::from).collect(),
     };
-    tokio::task::spawn_blocking(move || {
+    let x_len = x.len();
+    let answer = move || -> Result<Json<ProjectResponse>, ApiError> {
         let proj = fit.project(&x, k, req.whiten, req.reconstruct)?;
         Ok(Json(ProjectResponse {
             scores: rows(&proj.scores),
@@ -102,7 +103,16 @@ pub async fn project(
             k,
             sequence,
         }))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("projection task failed: {e}")))?
+    };
+    // A small projection (a row or a few: tens of microseconds) runs inline; the hand-off
+    // to the blocking pool would cost more than the work.
+    if x_len.saturating_mul(k) <= INLINE_PROJECTION_WORK {
+        return answer();
+    }
+    tokio::task::spawn_blocking(answer)
+        .await
+        .map_err(|e| ApiError::Internal(format!("projection task failed: {e}")))?
 }
+
+/// Largest projection, in multiply-adds (values × k), run on the request's task.
+const INLINE_PROJECTION_WORK: usize = 64 * 1024;
