@@ -281,7 +281,6 @@ impl From<FormatError> for ApiError {
     }
 }
 
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
