@@ -138,8 +138,9 @@ impl Registry {
     ///
     /// # Errors
     /// [`ModelError::Config`] for a field out of range or over a limit;
-    /// [`ModelError::Exists`] for a name in use with another configuration (or held
-    /// back after recovery); [`ModelError::TooManyModels`]; [`ModelError::Storage`].
+    /// [`ModelError::Exists`] for a name in use with another configuration;
+    /// [`ModelError::Quarantined`] for the name of a model held back after recovery;
+    /// [`ModelError::TooManyModels`]; [`ModelError::Storage`].
     pub fn create(&self, config: ModelConfig) -> Result<Created, ModelError> {
         let params = config.validate()?;
         let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
@@ -151,9 +152,7 @@ impl Registry {
                 Err(ModelError::Exists(name))
             };
         }
-        if self.is_held(&name) {
-            return Err(ModelError::Exists(name));
-        }
+        self.refuse_held(&name)?;
         self.check_limits(&config, models.values().map(|e| e.model.config()))?;
         let files = self.store.create(&config)?;
         let accs = (0..config.partitions)
@@ -236,11 +235,20 @@ impl Registry {
             .collect()
     }
 
-    fn is_held(&self, name: &str) -> bool {
-        self.held
+    /// A held-back model's name cannot be reused until the model is deleted.
+    fn refuse_held(&self, name: &str) -> Result<(), ModelError> {
+        match self
+            .held
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(name)
+            .get(name)
+        {
+            Some(h) => Err(ModelError::Quarantined {
+                name: h.name.clone(),
+                reason: h.reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Imports an encoded snapshot as the model `name` (replacing a model of that name,
@@ -289,9 +297,7 @@ impl Registry {
         let params = snap.config.validate()?;
         let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
         let key = name.to_string();
-        if self.is_held(&key) {
-            return Err(ModelError::Exists(key));
-        }
+        self.refuse_held(&key)?;
         self.check_limits(
             &snap.config,
             models
