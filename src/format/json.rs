@@ -185,6 +185,12 @@ impl JsonObject {
             i = run;
         }
         while i < n {
+            if matches!(self.st, St::RowNext | St::RowAfter) {
+                i = self.run_row(c, i);
+                if i >= n {
+                    break;
+                }
+            }
             let b = c[i];
             match self.st {
                 St::RowFirst | St::RowNext | St::FlatNext => {
@@ -354,6 +360,53 @@ impl JsonObject {
             }
         }
         Ok(())
+    }
+
+    /// The hot loop inside a row: `, number` pairs that lie whole in this chunk, pushed
+    /// straight into the row. Stops (leaving `self.st` right) at anything else, which
+    /// the general machine then handles: `]`, a number that reaches the chunk's end, a
+    /// syntax error.
+    #[inline]
+    fn run_row(&mut self, c: &[u8], mut i: usize) -> usize {
+        let n = c.len();
+        let mut want_number = self.st == St::RowNext;
+        let rows = match (self.current, self.y.as_mut()) {
+            (Key::Y, Some(y)) => y,
+            _ => &mut self.x,
+        };
+        loop {
+            while i < n && is_ws(c[i]) {
+                i += 1;
+            }
+            if i >= n {
+                break;
+            }
+            if want_number {
+                let Some(len) = number::json_number_len(&c[i..]) else {
+                    break;
+                };
+                if i + len >= n {
+                    break;
+                }
+                match number::decimal(&c[i..i + len]) {
+                    Some(v) if v.is_finite() => rows.push(v),
+                    _ => break,
+                }
+                i += len;
+                want_number = false;
+            } else if c[i] == b',' {
+                i += 1;
+                want_number = true;
+            } else {
+                break;
+            }
+        }
+        self.st = if want_number {
+            St::RowNext
+        } else {
+            St::RowAfter
+        };
+        i
     }
 
     /// Reads a number starting at `c[i]` for `ctx`; returns the index after it, or
