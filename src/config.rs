@@ -13,7 +13,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default request body limit in bytes (64 MiB): a 256×784 JSON batch is about 4 MB, and
-/// axum's own default of 2 MB would reject it (DESIGN.md §8).
+/// axum's own default of 2 MB would reject it (docs/DESIGN.md §9).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// Default number of batches between two snapshots of a model.
 pub const DEFAULT_SNAPSHOT_EVERY_BATCHES: u64 = 1000;

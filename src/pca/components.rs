@@ -1,4 +1,4 @@
-//! What a fit reports (DESIGN.md §5) and how new rows are projected onto it.
+//! What a fit reports (docs/DESIGN.md §5) and how new rows are projected onto it.
 //!
 //! [`Components`] is an immutable, self-contained answer: the ordered components, their
 //! eigenvalue estimates, error bounds and the means and maps a projection needs, so the
@@ -27,7 +27,7 @@ pub struct Components {
     /// `‖C aᵢ − ρ_i aᵢ‖ / gap_i`, capped at π/2.
     pub error_bounds: Vec<f64>,
     /// Each component's gap to the nearest other Ritz value divided by its own value.
-    /// A small gap means a component that is still moving statistically (DESIGN.md §5).
+    /// A small gap means a component that is still moving statistically (docs/DESIGN.md §5).
     pub relative_gaps: Vec<f64>,
     /// The ordered loss per sample, `L/N`, at the reported components (with the
     /// optimal encoder), in squared target units.

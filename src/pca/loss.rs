@@ -1,5 +1,5 @@
 //! The ordered loss of Oftadeh, Shen, Wang & Shell (ICML 2020) and plain MSE, value and
-//! gradient side by side, in closed form (DESIGN.md §3).
+//! gradient side by side, in closed form (docs/DESIGN.md §3).
 //!
 //! With decoder `A` (n_y×p), encoder `B` (p×n), scatters `Σ_xx` (n×n), `Σ_yx` (n_y×n),
 //! `T = diag(p, …, 1)` and `S[i,j] = p − max(i,j) + 1` (1-based):

@@ -11,7 +11,11 @@ pub mod components;
 mod error;
 mod linalg;
 pub mod loss;
+pub mod monitoring;
+#[cfg(test)]
+mod monitoring_tests;
 pub mod optimizer;
+pub mod standardize;
 #[cfg(test)]
 mod real_data_tests;
 #[cfg(test)]
@@ -21,4 +25,9 @@ pub use accumulator::{all_finite, Accumulator, AccumulatorParts, FitTarget};
 pub use batch::{Batch, BatchData, BatchError, Part, Shape, MAX_ABS_VALUE};
 pub use components::{max_principal_angle, Components, Projection};
 pub use error::PcaError;
+pub use monitoring::{
+    limits, Contributions, LimitMoments, Limits, OutlierCounts, RowStatistics, SpeMethod,
+    THETA_FLOOR,
+};
 pub use optimizer::{FitParams, OptimizerKind, Trainer, TrainerState, ValidParams};
+pub use standardize::{correlation_target, Standardizer, CONSTANT_RELATIVE};

@@ -1,4 +1,4 @@
-//! Training the ordered linear autoencoder (DESIGN.md §4).
+//! Training the ordered linear autoencoder (docs/DESIGN.md §4).
 //!
 //! Two optimisers share one [`Trainer`]:
 //!
@@ -26,7 +26,7 @@ use super::loss::{self, Moments, Weights};
 use super::PcaError;
 
 /// Ritz values below this fraction of the largest are treated as zero: their
-/// components are undefined, not reported, and do not keep a fit running (DESIGN.md §4).
+/// components are undefined, not reported, and do not keep a fit running (docs/DESIGN.md §4).
 const RANK_TOLERANCE: f64 = 1e-12;
 
 /// Which optimiser trains a model.
@@ -77,8 +77,8 @@ pub struct FitParams {
 
 impl FitParams {
     /// Defaults for `components` components: 4 guard columns, tolerance 1e-6 rad,
-    /// 50 steps per fit for the subspace optimiser (DESIGN.md §4 never needed more than
-    /// 12 warm), 2000 for plain gradient descent.
+    /// 50 steps per fit for the subspace optimiser (a cap: a cold fit of Fashion-MNIST at
+    /// p = 16 takes 12, docs/DESIGN.md §4), 2000 for plain gradient descent.
     pub fn new(components: usize, optimizer: OptimizerKind) -> Self {
         Self {
             components,
@@ -290,7 +290,7 @@ impl Trainer {
         let (mut q, mut cq, mut lam) = match ritz(&v, &cv, k) {
             Some(r) => r,
             None => {
-                // Never keep a non-finite Q (DESIGN.md §4): restart from random.
+                // Never keep a non-finite Q (docs/DESIGN.md §4): restart from random.
                 let v = linalg::orthonormalize(&self.random(m, k));
                 let cv = linalg::mul(c, false, &v, false);
                 products += units(k);
@@ -348,7 +348,7 @@ impl Trainer {
 
     /// Plain block gradient descent on the ordered loss over `(A, B)` with the target
     /// as both `Σ_xx` and `Σ_yx` (for regression models this is the loss of the
-    /// encoder `B W`, see DESIGN.md §2). Returns the normalised columns of A with their
+    /// encoder `B W`, see docs/DESIGN.md §3). Returns the normalised columns of A with their
     /// Rayleigh quotients.
     fn fit_gradient(&mut self, c: &DMatrix<f64>, budget: usize) -> Fit {
         let m = c.nrows();
@@ -448,7 +448,7 @@ impl Trainer {
         let error_bounds: Vec<f64> = bounds.iter().take(defined).copied().collect();
         let relative_gaps = (0..defined).map(|i| gaps[i] / fit.lam[i]).collect();
         // At orthonormal A with the optimal B = Aᵀ (per sample):
-        // L = p·tr C_yy − Σ_i (p − i + 1) ρ_i (DESIGN.md §3).
+        // L = p·tr C_yy − Σ_i (p − i + 1) ρ_i (docs/DESIGN.md §3).
         let loss = match self.params.inner.optimizer {
             OptimizerKind::Subspace => {
                 p as f64 * total
@@ -512,7 +512,7 @@ struct Fit {
 /// step `1/L_B`, `L_B = 2 λmax(S∘AᵀA) λmax(Σ_xx)`, then A with `1/L_A`,
 /// `L_A = 2 λmax(S∘(BΣ_xxBᵀ))` (each block's exact Lipschitz constant, so each block's
 /// loss decreases), then A's columns are normalised (`(AD, D⁻¹B)` leaves L unchanged
-/// and keeps `S∘AᵀA` well conditioned, DESIGN.md §3). `lmax_sxx` must bound
+/// and keeps `S∘AᵀA` well conditioned, docs/DESIGN.md §3). `lmax_sxx` must bound
 /// `λmax(Σ_xx)` from above.
 pub fn gradient_descent_step(
     w: &Weights,
@@ -601,7 +601,7 @@ fn ritz(
 }
 
 /// The eigen-residual `C Q − Q Λ` (m×k) from `cq = C Q`, column by column (no k×k
-/// diagonal matrix product). At a Ritz point it spans the loss gradient (DESIGN.md §4).
+/// diagonal matrix product). At a Ritz point it spans the loss gradient (docs/DESIGN.md §4).
 fn residual(q: &DMatrix<f64>, cq: &DMatrix<f64>, lam: &DVector<f64>) -> DMatrix<f64> {
     let mut r = cq.clone();
     for (i, mut col) in r.column_iter_mut().enumerate() {
@@ -611,7 +611,7 @@ fn residual(q: &DMatrix<f64>, cq: &DMatrix<f64>, lam: &DVector<f64>) -> DMatrix<
 }
 
 /// Per column i: `‖r_i‖ / min_{j≠i} |λ_i − λ_j|` capped at π/2 (an angle bound,
-/// DESIGN.md §5), and the gap itself.
+/// docs/DESIGN.md §5), and the gap itself.
 fn error_bounds(r: &DMatrix<f64>, lam: &DVector<f64>) -> (Vec<f64>, Vec<f64>) {
     let k = lam.len();
     (0..k)

@@ -8,7 +8,7 @@ use crate::pca::linalg;
 use crate::pca::PcaError;
 
 /// The symmetric matrix whose ordered eigenvectors the loss finds, with what a
-/// projection needs (DESIGN.md §2). All moments are per sample (scatters divided by N).
+/// projection needs (docs/DESIGN.md §2). All moments are per sample (scatters divided by N).
 #[derive(Debug, Clone)]
 pub struct FitTarget {
     /// `C = Σ_xx/N` (n×n) for autoencoders; `C_yx C_xx⁻¹ C_xy` (n_y×n_y) for regression.
@@ -28,7 +28,7 @@ pub struct FitTarget {
 }
 
 impl Accumulator {
-    /// Per-sample moments and the matrix the optimiser targets (DESIGN.md §2):
+    /// Per-sample moments and the matrix the optimiser targets (docs/DESIGN.md §2):
     /// `C = Σ_xx/N`, or for regression `C_yx C_xx⁻¹ C_xy`, by one Cholesky of
     /// `C_xx + ridge·I`. The ridge starts at 1e-12·tr(C_xx)/n when `C_xx` is singular
     /// and grows tenfold until the factorisation succeeds.
