@@ -13,7 +13,7 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use nalgebra::{DMatrix, DVector};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use streampca::pca::{
-    Accumulator, Components, FitParams, LimitMoments, OptimizerKind, FitTarget, Trainer,
+    Accumulator, Components, FitParams, FitTarget, LimitMoments, OptimizerKind, Trainer,
 };
 
 fn gaussian(rng: &mut StdRng, r: usize, c: usize) -> DMatrix<f64> {

@@ -15,9 +15,9 @@ pub mod monitoring;
 #[cfg(test)]
 mod monitoring_tests;
 pub mod optimizer;
-pub mod standardize;
 #[cfg(test)]
 mod real_data_tests;
+pub mod standardize;
 #[cfg(test)]
 mod tests;
 
