@@ -212,7 +212,11 @@ pub async fn ingest(a: IngestArgs) -> Result<(), CliError> {
     let mut rows = Vec::new();
     for path in &a.files {
         let format = detect(path, a.format)?;
-        let mut reader = RowReader::open(path, format, width, &what)?;
+        let row_shape = crate::pca::Shape {
+            dim,
+            target_dim: target,
+        };
+        let mut reader = RowReader::open(path, format, row_shape, &what)?;
         let rows_known = reader.total_rows().is_some();
         let bar = progress(
             a.quiet,
@@ -353,7 +357,7 @@ pub async fn project(a: ProjectArgs) -> Result<(), CliError> {
     let (_, dim, _) = shape(&client, &a.model).await?;
     let what = format!("model `{}` has dim {dim}", a.model);
     let format = detect(&a.file, a.format)?;
-    let mut reader = RowReader::open(&a.file, format, dim, &what)?;
+    let mut reader = RowReader::open(&a.file, format, crate::pca::Shape::inputs(dim), &what)?;
     let out_format = a.output_format.unwrap_or_else(|| {
         match a
             .output

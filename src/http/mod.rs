@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod body_stream;
 pub mod components;
 pub mod connection;
 pub mod error;

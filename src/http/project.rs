@@ -1,28 +1,17 @@
 //! `POST /v1/models/{name}/project`: scores, reconstructions and residual norms of new
 //! rows against the latest published components, computed off the async runtime.
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::Json;
 use nalgebra::DMatrix;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::body::{flatten, media_type, RawBody};
+use super::body::{media_type, BodyLimit};
+use super::body_stream;
 use super::error::ApiError;
 use super::{AppState, ModelName};
-
-/// `POST /v1/models/{name}/project` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProjectRequest {
-    x: Vec<Vec<f64>>,
-    #[serde(default)]
-    k: Option<usize>,
-    #[serde(default)]
-    whiten: bool,
-    #[serde(default)]
-    reconstruct: bool,
-}
+use crate::format::{ProjectOptions, ProjectParser, RowLimit};
+use crate::pca::BatchData;
 
 /// `POST /v1/models/{name}/project` response.
 #[derive(Debug, Serialize)]
@@ -40,29 +29,39 @@ fn rows(m: &DMatrix<f64>) -> Vec<Vec<f64>> {
 }
 
 /// Projects rows onto the first `k` components (default: all reported). The body is
-/// parsed off the async runtime, like the projection itself: both grow with the rows.
+/// parsed as it arrives (`application/json`, or `application/x-npy` with the options in
+/// the query string: `?k=3&whiten=true&reconstruct=true`); the projection runs off the
+/// async runtime.
 pub async fn project(
     State(state): State<AppState>,
     ModelName(name): ModelName,
-    headers: HeaderMap,
-    body: Result<RawBody, ApiError>,
+    req: Request,
 ) -> Result<Json<ProjectResponse>, ApiError> {
     let model = state.registry.get(&name).map_err(ApiError::from)?;
-    match media_type(&headers).as_deref() {
-        Some("application/json") => {}
+    let dim = model.config().dim;
+    let limit = RowLimit {
+        max: state.guard.limits.max_query_rows,
+        setting: "max_query_rows",
+    };
+    let mut parser = match media_type(req.headers()).as_deref() {
+        Some("application/json") => ProjectParser::json(dim, limit),
+        Some("application/x-npy") => {
+            let options = ProjectOptions::from_query(req.uri().query().unwrap_or(""))?;
+            ProjectParser::npy(dim, limit, options)
+        }
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "expected application/json, got {}",
+                "expected application/json or application/x-npy, got {}",
                 other.unwrap_or("no Content-Type")
             )))
         }
-    }
-    let RawBody(bytes) = body?;
-    let req: ProjectRequest = tokio::task::spawn_blocking(move || serde_json::from_slice(&bytes))
-        .await
-        .map_err(|e| ApiError::Internal(format!("parse task failed: {e}")))?
-        .map_err(|e| ApiError::MalformedBody(e.to_string()))?;
-    state.guard.check_rows("query", req.x.len())?;
+    };
+    let body_limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+    let read = state.guard.body_read(body_limit);
+    let (parts, body) = req.into_parts();
+    body_stream::read_into(&parts.headers, body, read, &mut parser).await?;
+    let query = parser.finish()?;
+    let req = query.options;
     let p = model.config().components;
     if let Some(k) = req.k {
         if k == 0 || k > p {
@@ -89,10 +88,13 @@ pub async fn project(
             ),
         ));
     }
-    let dim = model.config().dim;
     let sequence = published.sequence;
-    tokio::task::spawn_blocking(move || {
-        let x = flatten("x", &req.x, dim)?;
+    let x = match query.x.into_data() {
+        BatchData::F64 { x, .. } => x,
+        BatchData::F32 { x, .. } => x.into_iter().map(f64::from).collect(),
+    };
+    let x_len = x.len();
+    let answer = move || -> Result<Json<ProjectResponse>, ApiError> {
         let proj = fit.project(&x, k, req.whiten, req.reconstruct)?;
         Ok(Json(ProjectResponse {
             scores: rows(&proj.scores),
@@ -101,7 +103,16 @@ pub async fn project(
             k,
             sequence,
         }))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("projection task failed: {e}")))?
+    };
+    // A small projection (a row or a few: tens of microseconds) runs inline; the hand-off
+    // to the blocking pool would cost more than the work.
+    if x_len.saturating_mul(k) <= INLINE_PROJECTION_WORK {
+        return answer();
+    }
+    tokio::task::spawn_blocking(answer)
+        .await
+        .map_err(|e| ApiError::Internal(format!("projection task failed: {e}")))?
 }
+
+/// Largest projection, in multiply-adds (values × k), run on the request's task.
+const INLINE_PROJECTION_WORK: usize = 64 * 1024;

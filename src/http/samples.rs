@@ -1,13 +1,15 @@
-//! `POST /v1/models/{name}/samples`: parse a mini-batch in any of the four formats and
-//! apply it, off the async runtime.
+//! `POST /v1/models/{name}/samples`: parse a mini-batch in any of the five formats as
+//! its body arrives, and apply it off the async runtime.
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{Request, State};
 use axum::Json;
 use serde::Serialize;
 
-use super::body::{media_type, parse_batch, BatchFormat, RawBody};
+use super::body::{media_type, BodyLimit};
+use super::body_stream;
 use super::error::ApiError;
 use super::{AppState, ModelName};
+use crate::format::{BatchParser, Format, RowLimit};
 
 /// `POST /v1/models/{name}/samples` response.
 #[derive(Debug, Serialize)]
@@ -31,17 +33,26 @@ pub async fn ingest(
     let model = state.registry.get(&name).map_err(ApiError::from)?;
     let result = async {
         let permit = state.guard.admit_ingest(&name)?;
-        let format = BatchFormat::from_media_type(media_type(req.headers()).as_deref())?;
-        let RawBody(bytes) =
-            tokio::time::timeout(state.guard.timeout(), RawBody::from_request(req, &state))
-                .await
-                .map_err(|_| ApiError::Timeout(state.guard.limits.request_timeout))??;
+        let format = Format::from_media_type(media_type(req.headers()).as_deref())?;
+        let limit = RowLimit {
+            max: state.guard.limits.max_batch_rows,
+            setting: "max_batch_rows",
+        };
+        let mut parser = BatchParser::new(format, model.config().shape(), limit);
+        let body_limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+        let read = state.guard.body_read(body_limit);
+        let (parts, body) = req.into_parts();
+        tokio::time::timeout(
+            state.guard.timeout(),
+            body_stream::read_into(&parts.headers, body, read, &mut parser),
+        )
+        .await
+        .map_err(|_| ApiError::Timeout(state.guard.limits.request_timeout))??;
         let m = model.clone();
-        let guard = state.guard.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let batch = parse_batch(format, &bytes, m.config())?;
-            guard.check_rows("batch", batch.rows())?;
+            // The batch's one pass of value checks runs here, off the runtime.
+            let batch = parser.finish()?;
             m.ingest(&batch).map_err(ApiError::from)
         })
         .await

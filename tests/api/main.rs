@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod auth;
+mod bodies;
 mod cli;
 mod concurrency;
 mod connections;
