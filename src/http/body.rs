@@ -86,6 +86,8 @@ pub enum BatchFormat {
     Csv,
     /// `application/octet-stream`: little-endian f32 rows of `dim + target_dim` values.
     F32,
+    /// `application/x-npy`: a 2-D `.npy` array of shape (rows, `dim + target_dim`).
+    Npy,
 }
 
 impl BatchFormat {
@@ -101,9 +103,10 @@ impl BatchFormat {
             }
             Some("text/csv") => Ok(Self::Csv),
             Some("application/octet-stream") => Ok(Self::F32),
+            Some("application/x-npy") => Ok(Self::Npy),
             other => Err(ApiError::UnsupportedMediaType(format!(
-                "samples accept application/json, application/x-ndjson, text/csv or \
-                 application/octet-stream, got {}",
+                "samples accept application/json, application/x-ndjson, text/csv, \
+                 application/octet-stream or application/x-npy, got {}",
                 other.unwrap_or("no Content-Type")
             ))),
         }
@@ -121,6 +124,7 @@ pub fn parse_batch(format: BatchFormat, body: &[u8], cfg: &ModelConfig) -> Resul
         BatchFormat::Ndjson => parse_lines(body, cfg, true),
         BatchFormat::Csv => parse_lines(body, cfg, false),
         BatchFormat::F32 => parse_f32(body, cfg),
+        BatchFormat::Npy => super::npy::parse_batch(body, cfg),
     }
 }
 
@@ -223,7 +227,7 @@ fn check_rows(
 /// what any f32 body short of 3.4e38 can hold in practice).
 pub const MAX_ABS_VALUE: f64 = 1e30;
 
-fn check_finite<T: Copy + Into<f64>>(
+pub(super) fn check_finite<T: Copy + Into<f64>>(
     what: &str,
     values: &[T],
     width: usize,
@@ -392,7 +396,7 @@ fn parse_lines(body: &[u8], cfg: &ModelConfig, ndjson: bool) -> Result<Batch, Ap
 }
 
 /// Splits rows of `dim + target_dim` values into x and y.
-fn split_rows<T: Copy>(values: Vec<T>, cfg: &ModelConfig) -> (Vec<T>, Option<Vec<T>>) {
+pub(super) fn split_rows<T: Copy>(values: Vec<T>, cfg: &ModelConfig) -> (Vec<T>, Option<Vec<T>>) {
     match cfg.target_dim {
         None => (values, None),
         Some(t) => {

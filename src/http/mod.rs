@@ -8,6 +8,8 @@ pub mod components;
 pub mod error;
 pub mod guard;
 pub mod models;
+pub mod npy;
+pub mod npz;
 pub mod project;
 pub mod samples;
 pub mod snapshot;
