@@ -284,14 +284,13 @@ fn parse_header(h: &str) -> Result<Header, ApiError> {
         p.skip_ws();
         p.expect(b':')?;
         p.skip_ws();
-        let value = p.literal()?;
         let slot = match key.as_str() {
             "descr" => &mut descr,
             "fortran_order" => &mut fortran,
             "shape" => &mut shape,
             other => return Err(malformed(format!("unexpected header key '{other}'"))),
         };
-        if slot.replace(value).is_some() {
+        if slot.replace(p.literal()?).is_some() {
             return Err(malformed(format!("header key '{key}' appears twice")));
         }
         p.skip_ws();

@@ -195,7 +195,9 @@ def spiked(n: int, d: int, seed: int = 0, spectrum=None, dtype=np.float64) -> np
     variances) and an offset mean, so component order and signs are well defined."""
     rng = np.random.default_rng(seed)
     if spectrum is None:
-        spectrum = np.concatenate([[25.0, 16.0, 9.0, 6.0, 4.0], np.linspace(1.0, 0.3, d - 5)])
+        spectrum = np.concatenate(
+            [[25.0, 16.0, 9.0, 6.0, 4.0], np.linspace(1.0, 0.3, max(d - 5, 0))]
+        )[:d]
     basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
     z = rng.standard_normal((n, d)) * np.sqrt(spectrum[:d])
     return (z @ basis.T + rng.standard_normal(d) * 3.0).astype(dtype)
