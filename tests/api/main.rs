@@ -12,5 +12,6 @@ mod ingest;
 mod limits;
 mod metrics;
 mod models;
+mod npy;
 mod openapi;
 mod project;

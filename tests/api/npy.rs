@@ -1,0 +1,121 @@
+//! `.npy` request bodies and `.npz` projection answers over HTTP.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, matrix, spawn_app, spiked_rows, vector};
+
+/// A version-1 `.npy` file of `rows` (C order, `<f8`), as `numpy.save` writes it.
+fn npy(rows: &[Vec<f64>]) -> Vec<u8> {
+    let cols = rows.first().map_or(0, Vec::len);
+    let mut h = format!(
+        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({}, {cols}), }}",
+        rows.len()
+    );
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&u16::try_from(h.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    for v in rows.iter().flatten() {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+#[tokio::test]
+async fn npy_batches_and_projections_agree_with_json_ones() {
+    // Arrange
+    let app = spawn_app().await;
+    let dim = 8;
+    app.create_autoencoder("a", dim, 3).await;
+    app.create_autoencoder("b", dim, 3).await;
+    let rows = spiked_rows(dim, 400, 5);
+    let queries = spiked_rows(dim, 7, 6);
+
+    // Act: the same rows as JSON into `a` and as .npy into `b`.
+    let seq = app.ingest_json("a", &rows).await["sequence"]
+        .as_u64()
+        .unwrap();
+    let r = app.post_samples("b", "application/x-npy", npy(&rows)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let a = app.wait_converged("a", seq).await;
+    let b = app.wait_converged("b", seq).await;
+    let json_answer: Value = app
+        .project("b", json!({"x": queries, "k": 2, "reconstruct": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = app.url("/v1/models/b/project?k=2&reconstruct=true");
+    let npy_answer: Value = app
+        .client
+        .post(&url)
+        .header("content-type", "application/x-npy")
+        .body(npy(&queries))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let npz = app
+        .client
+        .post(&url)
+        .header("content-type", "application/x-npy")
+        .header("accept", "application/x-npz")
+        .body(npy(&queries))
+        .send()
+        .await
+        .unwrap();
+
+    // Assert: one accumulator, bit for bit; one projection, in every encoding.
+    assert_eq!(vector(&a["mean"]), vector(&b["mean"]));
+    assert_eq!(vector(&a["eigenvalues"]), vector(&b["eigenvalues"]));
+    assert_eq!(npy_answer, json_answer);
+    assert_eq!(npz.status(), StatusCode::OK);
+    assert_eq!(npz.headers()["content-type"], "application/x-npz");
+    let body = npz.bytes().await.unwrap();
+    assert_eq!(&body[..4], b"PK\x03\x04");
+    // An uncompressed archive holds each array's little-endian bytes verbatim.
+    for (name, array) in [
+        ("scores", &json_answer["scores"]),
+        ("reconstructions", &json_answer["reconstructions"]),
+    ] {
+        let bytes: Vec<u8> = matrix(array)
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let at = body
+            .windows(bytes.len())
+            .position(|w| w == bytes.as_slice());
+        assert!(at.is_some(), "{name} is not in the archive");
+        let member = format!("{name}.npy");
+        assert!(body.windows(member.len()).any(|w| w == member.as_bytes()));
+    }
+}
+
+#[tokio::test]
+async fn a_lying_npy_header_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.create_autoencoder("m", 2, 1).await;
+    let body = npy(&[vec![1.0, 2.0]]);
+    // Claim a million rows (same header length: six padding spaces fewer); the body
+    // holds one.
+    let end = body.len() - 16;
+    let header = std::str::from_utf8(&body[10..end]).unwrap();
+    let lying = header.replacen("(1, 2), }      ", "(1000000, 2), }", 1);
+    assert_eq!(lying.len(), header.len());
+    let body = [&body[..10], lying.as_bytes(), &body[end..]].concat();
+    let msg = assert_error(
+        app.post_samples("m", "application/x-npy", body).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_body",
+    )
+    .await;
+    assert!(msg.contains("16000000 bytes of data"), "{msg}");
+    assert_eq!(app.status("m").await["sequence"], json!(0));
+}
