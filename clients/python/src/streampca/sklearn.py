@@ -493,6 +493,19 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         elif first_pass:
             self._open(n_samples, n_features)
             self._dtype = X.dtype
+        if not first_pass and self.n_components is not None:
+            # IncrementalPCA's checks on later calls (n_components changed by set_params).
+            if not self.n_components <= n_features:
+                raise ValueError(
+                    "n_components=%r invalid for n_features=%d, need more rows than "
+                    "columns for IncrementalPCA processing" % (self.n_components, n_features)
+                )
+            if self.n_components != self.n_components_:
+                raise ValueError(
+                    "Number of input features has changed from %i to %i between calls to "
+                    "partial_fit! Try setting n_components to a fixed value."
+                    % (self.n_components_, self.n_components)
+                )
         self._ingest(X)
         return self
 
