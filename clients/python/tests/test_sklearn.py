@@ -236,6 +236,16 @@ def test_validation_errors_as_scikit_learn(url, X):
         est.partial_fit(X[:10, :19])
     with pytest.raises(ValueError, match="X has 19 features, but StreamPCA is expecting 20"):
         est.transform(X[:10, :19])
+    # Changing n_components between partial_fit calls, as IncrementalPCA refuses it.
+    est.set_params(n_components=2)
+    with pytest.raises(ValueError, match="changed from 3 to 2 between calls to partial_fit"):
+        est.partial_fit(X[:10])
+    est.set_params(n_components=21)
+    with pytest.raises(ValueError, match="n_components=21 invalid for n_features=20"):
+        est.partial_fit(X[:10])
+    est.set_params(n_components=3)
+    est.partial_fit(X[300:310])
+    assert est.n_samples_seen_ == 310
     with pytest.raises(NotFittedError):
         tight(url=url).transform(X)
     nan = X[:100].copy()
