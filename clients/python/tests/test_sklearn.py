@@ -370,3 +370,48 @@ def test_default_tolerance_bounds_the_error(url, X):
     err = np.abs(est.transform(X) - ref.transform(X)).max(axis=1)
     assert np.all(err <= 1e-6 * np.linalg.norm(X - ref.mean_, axis=1))
     est.close()
+
+
+def test_partial_fit_coalesces_rows_for_owned_models(url, X, name):
+    c = streampca.Client(url)
+    buffered = tight(4, url=url)
+    direct = tight(4, url=url, buffer_bytes=0)
+    rows = X.copy()
+    for start in range(0, 3000, 100):
+        buffered.partial_fit(rows[start : start + 100])
+        direct.partial_fit(X[start : start + 100])
+    rows[:] = 0.0  # partial_fit copied what it buffered
+    assert buffered.n_samples_seen_ == direct.n_samples_seen_ == 3000
+    assert c.get_model(direct._model).batches == 30  # one request per call
+    assert c.get_model(buffered._model).batches == 0  # 480 KB, all still buffered
+    buffered.flush()
+    st = c.get_model(buffered._model)
+    assert (st.batches, st.samples) == (1, 3000.0)
+    # The same exact fit either way.
+    assert_matches(buffered, PCA(4, svd_solver="full").fit(X), X)
+    for i in range(4):
+        assert angle(buffered.components_[i], direct.components_[i]) < ANGLE
+    # A small buffer sends whenever it fills: 100 rows of 20 float64 per request.
+    small = tight(4, url=url, buffer_bytes=100 * 20 * 8)
+    for start in range(0, 1000, 30):
+        small.partial_fit(X[start : min(start + 30, 1000)])
+    # Sent when the next 30 rows would not fit: 10 requests of 90 rows, 100 buffered.
+    assert c.get_model(small._model).batches == 10
+    assert c.get_model(small._model).samples == 900.0
+    assert small.n_samples_seen_ == 1000
+    small.flush()
+    assert c.get_model(small._model).samples == 1000.0
+    # A named model gets every call at once.
+    named = tight(4, url=url, model=name)
+    named.partial_fit(X[:50])
+    assert c.get_model(name).samples == 50.0
+    # An error for buffered rows surfaces when they are sent, and they stay buffered.
+    lost = tight(4, url=url)
+    lost.partial_fit(X[:200])
+    c.delete_model(lost._model)
+    with pytest.raises(streampca.NotFoundError):
+        lost.components_
+    assert lost._buf_rows == 200
+    for e in (buffered, direct, small, named, lost):
+        e.close()
+    c.close()

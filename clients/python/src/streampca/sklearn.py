@@ -21,6 +21,11 @@ Model lifecycle on the service
   ``partial_fit`` appends to it, creating it if absent, so a later process can go on
   where an earlier one stopped (its dimension, components, ``half_life`` and
   ``tolerance`` must agree). The estimator never deletes it otherwise.
+- An estimator-owned model's rows are coalesced into requests of up to
+  ``buffer_bytes`` (8 MiB): the service's exact accumulator fits the same components
+  however the rows are batched, so ``partial_fit`` in small batches costs few requests.
+  Fitted attributes, ``flush``, ``close``, ``fit`` and pickling send what is buffered.
+  A named model (and one with ``half_life``) gets every ``partial_fit`` at once.
 - A copy (``pickle``, ``copy.deepcopy``) keeps the fitted attributes and works offline.
   Its first ``partial_fit`` forks the served model into a new owned one (snapshot export
   and import), so the copy and the original grow independently, as copies of
@@ -225,6 +230,13 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             it, ``n_samples_seen_`` is the weighted count.
         tolerance: the service's convergence tolerance on every component, radians.
         fit_timeout: seconds to wait for the service's fit.
+        buffer_bytes: with an estimator-owned model and no ``half_life``,
+            ``partial_fit`` (and ``fit``) coalesce rows into requests of up to this many
+            bytes (0: one request per call). The service's exact accumulator fits the
+            same components however rows are batched, so only the number of requests
+            changes; an error the service reports for buffered rows is raised by the
+            call that sends them (a later ``partial_fit``, :meth:`flush`, or the first
+            read of a fitted attribute).
 
     Attributes are those of IncrementalPCA: ``components_`` (n_components_ ×
     n_features), ``explained_variance_``, ``explained_variance_ratio_``,
@@ -248,6 +260,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         half_life: Optional[float] = None,
         tolerance: float = 1e-6,
         fit_timeout: float = 300.0,
+        buffer_bytes: int = 8 << 20,
     ) -> None:
         self.n_components = n_components
         self.whiten = whiten
@@ -259,6 +272,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self.half_life = half_life
         self.tolerance = tolerance
         self.fit_timeout = fit_timeout
+        self.buffer_bytes = buffer_bytes
 
     # --- parameters -------------------------------------------------------------------
 
@@ -295,6 +309,8 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         )
         f = self.fit_timeout
         _check_param("fit_timeout", f, _is_real(f) and f > 0, "a float in the range (0, inf)")
+        b = self.buffer_bytes
+        _check_param("buffer_bytes", b, _is_int(b) and b >= 0, "an int in the range [0, inf)")
 
     # --- the served model -------------------------------------------------------------
 
@@ -308,7 +324,10 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         if fin is not None and fin.alive:
             fin.detach()
             _delete_now(name, self.url, self.api_key, self._service())
-        for attr in ("_cache", "_stale", "_sent", "_stats", "_dtype", "_fork_from", "_closed"):
+        for attr in (
+            "_cache", "_stale", "_sent", "_stats", "_dtype", "_fork_from", "_closed",
+            "_buf", "_buf_rows",
+        ):
             self.__dict__.pop(attr, None)
         for attr in ("n_components_", "n_samples_seen_"):
             self.__dict__.pop(attr, None)
@@ -457,6 +476,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             if sparse.issparse(X_batch):
                 X_batch = X_batch.toarray()
             self.partial_fit(X_batch, check_input=False)
+        self.flush()
         need = self._samples_needed()
         if self.n_samples_seen_ < need:
             raise ValueError(
@@ -509,14 +529,54 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self._ingest(X)
         return self
 
+    def _buffering(self) -> bool:
+        """Rows are coalesced client-side only for an estimator-owned model without
+        forgetting: the service's exact accumulator gives the same fit however the rows
+        are batched, and no one else reads that model."""
+        return self.buffer_bytes > 0 and self.model is None and self.half_life is None
+
     def _ingest(self, X: np.ndarray) -> None:
+        self._update_stats(X)
+        self._stale = True
+        if not self._buffering():
+            self.flush()  # rows left from before set_params(buffer_bytes=0)
+            self._send(X)
+            return
+        buf = self.__dict__.get("_buf")
+        if buf is not None and buf.dtype != X.dtype:
+            self.flush()
+            buf = None
+        if buf is None:
+            cap = max(1, self.buffer_bytes // (X.shape[1] * X.itemsize))
+            buf = self._buf = np.empty((cap, X.shape[1]), dtype=X.dtype)
+            self._buf_rows = 0
+        n, used = X.shape[0], self._buf_rows
+        if used + n > buf.shape[0]:
+            self.flush()
+            used = 0
+            if n >= buf.shape[0]:
+                self._send(X)
+                return
+        # A copy: the caller may change X after partial_fit returns.
+        buf[used : used + n] = X
+        self._buf_rows = used + n
+        self.n_samples_seen_ += n
+
+    def flush(self) -> "StreamPCA":
+        """Sends the rows ``partial_fit`` has buffered (see ``buffer_bytes``). Reading a
+        fitted attribute, ``close``, ``fit`` and pickling flush on their own."""
+        rows = self.__dict__.get("_buf_rows", 0)
+        if rows:
+            self._send(self._buf[:rows])  # on failure the rows stay buffered
+            self._buf_rows = 0
+        return self
+
+    def _send(self, X: np.ndarray) -> None:
         c = self._service()
         rows = max(1, _MAX_REQUEST_BYTES // (X.shape[1] * X.itemsize))
         r = c.ingest(self._model, X, batch_size=rows)
         self.n_samples_seen_ = self._count(r.samples)
         self._sent = r.sequence
-        self._stale = True
-        self._update_stats(X)
 
     def _update_stats(self, X: np.ndarray) -> None:
         """Per-feature count, mean and sum of squared deviations of the rows sent
@@ -548,6 +608,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             return
         if "_model" not in self.__dict__:
             raise NotFittedError("the served model behind this estimator was closed")
+        self.flush()
         need = self._samples_needed()
         if self.n_samples_seen_ < need:
             raise NotFittedError(
