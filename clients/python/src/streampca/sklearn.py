@@ -22,7 +22,7 @@ Model lifecycle on the service
   where an earlier one stopped (its dimension, components, ``half_life`` and
   ``tolerance`` must agree). The estimator never deletes it otherwise.
 - An estimator-owned model's rows are coalesced into requests of up to
-  ``buffer_bytes`` (8 MiB): the service's exact accumulator fits the same components
+  ``buffer_bytes`` (1 MiB): the service's exact accumulator fits the same components
   however the rows are batched, so ``partial_fit`` in small batches costs few requests.
   Fitted attributes, ``flush``, ``close``, ``fit`` and pickling send what is buffered.
   A named model (and one with ``half_life``) gets every ``partial_fit`` at once.
@@ -232,7 +232,10 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         fit_timeout: seconds to wait for the service's fit.
         buffer_bytes: with an estimator-owned model and no ``half_life``,
             ``partial_fit`` (and ``fit``) coalesce rows into requests of up to this many
-            bytes (0: one request per call). The service's exact accumulator fits the
+            bytes (0: one request per call; a call larger than this is sent as it is).
+            The default, 1 MiB, spares small calls most of their per-request cost; larger
+            requests do not pay off (the service's ingest costs more per row in batches
+            of thousands of rows than of hundreds). The service's exact accumulator fits the
             same components however rows are batched, so only the number of requests
             changes; an error the service reports for buffered rows is raised by the
             call that sends them (a later ``partial_fit``, :meth:`flush`, or the first
@@ -260,7 +263,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         half_life: Optional[float] = None,
         tolerance: float = 1e-6,
         fit_timeout: float = 300.0,
-        buffer_bytes: int = 8 << 20,
+        buffer_bytes: int = 1 << 20,
     ) -> None:
         self.n_components = n_components
         self.whiten = whiten
@@ -341,13 +344,16 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             except Exception:  # noqa: BLE001 - closing must not fail on a missing fit
                 pass
         fin = self.__dict__.pop("_finalizer", None)
-        if fin is not None and fin.alive:
+        owned = fin is not None and fin.alive
+        if owned:
             fin.detach()
             _delete_now(self._model, self.url, self.api_key, self._service())
         if "_model" in self.__dict__ or "_fork_from" in self.__dict__:
             self.__dict__.pop("_model", None)
             self.__dict__.pop("_fork_from", None)
-            self._closed = True
+            # A named model stays on the service: a later partial_fit attaches again.
+            if owned:
+                self._closed = True
 
     def __enter__(self) -> "StreamPCA":
         return self
