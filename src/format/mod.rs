@@ -22,6 +22,7 @@
 //! No axum or tokio here.
 
 mod binary;
+pub mod decimal;
 mod json;
 mod lines;
 pub mod npy;

@@ -1,8 +1,9 @@
 //! Numbers: where a number token ends, whether it is a JSON number or a lenient text
 //! field, and its correctly rounded value.
 //!
-//! Two grammars share one conversion ([`lexical_core`], correctly rounded: a decimal
-//! printed from an f32 or f64 parses back to the same value):
+//! Two grammars share one correctly rounded conversion (a decimal printed from an f32 or
+//! f64 parses back to the same value): [`super::decimal`]'s one-pass scan for JSON
+//! numbers, and [`lexical_core`] for the rest of the text grammar:
 //! - JSON (RFC 8259): `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`; a value too large
 //!   for f64 is refused, as serde_json refuses it.
 //! - Text fields (CSV, NDJSON array lines): Rust's float syntax, i.e. an optional sign,
@@ -70,49 +71,6 @@ pub fn is_json_number(s: &[u8]) -> bool {
     i == n
 }
 
-/// Length of the JSON number at the start of `s` (`-?(0|[1-9][0-9]*)(\.[0-9]+)?
-/// ([eE][+-]?[0-9]+)?`), scanned in one pass; `None` when `s` does not start with one.
-/// A result equal to `s.len()` may continue past the end of `s`.
-#[inline]
-pub fn json_number_len(s: &[u8]) -> Option<usize> {
-    let n = s.len();
-    let mut i = usize::from(s.first() == Some(&b'-'));
-    match s.get(i) {
-        Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => {
-            i += 1;
-            while i < n && s[i].is_ascii_digit() {
-                i += 1;
-            }
-        }
-        _ => return None,
-    }
-    if i < n && s[i] == b'.' {
-        i += 1;
-        let start = i;
-        while i < n && s[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return (i == n).then_some(i);
-        }
-    }
-    if i < n && (s[i] | 0x20) == b'e' {
-        i += 1;
-        if i < n && (s[i] == b'+' || s[i] == b'-') {
-            i += 1;
-        }
-        let start = i;
-        while i < n && s[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return (i == n).then_some(i);
-        }
-    }
-    Some(i)
-}
-
 /// The value of a decimal in the grammar both formats share (after their own checks),
 /// correctly rounded to f64.
 #[inline]
@@ -124,10 +82,7 @@ pub fn decimal(s: &[u8]) -> Option<f64> {
 /// an f64 (serde_json refuses those too).
 #[inline]
 pub fn json_number(s: &[u8]) -> Option<f64> {
-    if !is_json_number(s) {
-        return None;
-    }
-    decimal(s).filter(|v| v.is_finite())
+    super::decimal::json_exact(s)
 }
 
 /// The value of a text field (CSV field, NDJSON array element): blanks and one pair of
@@ -139,6 +94,11 @@ pub fn text_field(s: &[u8]) -> Option<f64> {
         [b'"', inner @ .., b'"'] => inner.trim_ascii(),
         _ => s,
     };
+    // Most fields are JSON numbers: one pass. The rest (`+1`, `.5`, `1.`, `01`, `nan`,
+    // `inf`, values beyond f64) take the general path below.
+    if let Some(v) = super::decimal::json_exact(s) {
+        return Some(v);
+    }
     let (neg, body) = match s.first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
@@ -226,20 +186,6 @@ mod tests {
         assert_eq!(json_number(b"1e400"), None);
         assert_eq!(json_number(b"-1e400"), None);
         assert_eq!(json_number(b"1e-400").map(f64::to_bits), Some(0));
-    }
-
-    #[test]
-    fn json_number_len_finds_the_end_in_one_pass() {
-        let l = |s: &str| json_number_len(s.as_bytes());
-        assert_eq!(l("12.5e3,"), Some(6));
-        assert_eq!(l("-0]"), Some(2));
-        assert_eq!(l("01"), Some(1));
-        assert_eq!(l("1."), Some(2));
-        assert_eq!(l("1.x"), None);
-        assert_eq!(l("1e"), Some(2));
-        assert_eq!(l("1e+x"), None);
-        assert_eq!(l("-x"), None);
-        assert_eq!(l(".5"), None);
     }
 
     #[test]
