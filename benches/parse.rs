@@ -206,6 +206,10 @@ fn bench_numbers(c: &mut Criterion) {
             fast_float2::parse::<f64, _>(t).unwrap().to_bits(),
             want.to_bits()
         );
+        assert_eq!(
+            format::decimal::json_exact(t.as_bytes()).unwrap().to_bits(),
+            want.to_bits()
+        );
     }
     let mut g = c.benchmark_group("numbers_200704_tokens");
     g.throughput(Throughput::Bytes(bytes as u64));
@@ -237,7 +241,18 @@ fn bench_numbers(c: &mut Criterion) {
         b.iter(|| {
             tokens
                 .iter()
-                .map(|t| format::number::json_number(t.as_bytes()).unwrap())
+                .map(|t| {
+                    assert!(format::number::is_json_number(t.as_bytes()));
+                    lexical_core::parse::<f64>(t.as_bytes()).unwrap()
+                })
+                .sum::<f64>()
+        })
+    });
+    g.bench_function("one_pass_scan", |b| {
+        b.iter(|| {
+            tokens
+                .iter()
+                .map(|t| format::decimal::json_exact(t.as_bytes()).unwrap())
                 .sum::<f64>()
         })
     });

@@ -7,6 +7,7 @@
 //! - NDJSON: a line is a JSON array of text numbers (`[1, 2.5, nan]`), or an object
 //!   `{"x": […], "y"?: […]}` of JSON numbers (keys in any order, unknown keys refused).
 
+use super::line_fast;
 use super::number;
 use super::rows::Joined;
 use super::{locate, FormatError, RowLimit};
@@ -361,11 +362,35 @@ impl LinesParser {
         if kind != LineKind::Row {
             return Ok(());
         }
+        self.push_row()
+    }
+
+    /// Appends the values in `self.row` as the row of line `self.line_no`.
+    fn push_row(&mut self) -> Result<(), FormatError> {
+        let line_no = self.line_no;
         self.rows.open_row()?;
         for &v in &self.row {
             self.rows.push(v);
         }
         self.rows.close_row(&|| format!(" (line {line_no})"))
+    }
+
+    /// Reads the next line in the common form straight from `chunk` (see
+    /// [`super::line_fast`]); the bytes used, or `None` to take the general path.
+    #[inline]
+    fn fast_line(&mut self, chunk: &[u8]) -> Result<Option<usize>, FormatError> {
+        self.row.clear();
+        let used = if self.ndjson {
+            line_fast::ndjson_row(chunk, &mut self.row)
+        } else {
+            line_fast::csv_row(chunk, &mut self.row)
+        };
+        let Some(used) = used else {
+            return Ok(None);
+        };
+        self.line_no += 1;
+        self.push_row()?;
+        Ok(Some(used))
     }
 
     fn too_long(&self) -> FormatError {
@@ -401,7 +426,14 @@ impl LinesParser {
             r?;
             chunk = &chunk[nl + 1..];
         }
-        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+        loop {
+            if let Some(used) = self.fast_line(chunk)? {
+                chunk = &chunk[used..];
+                continue;
+            }
+            let Some(nl) = chunk.iter().position(|&b| b == b'\n') else {
+                break;
+            };
             self.line(&chunk[..nl])?;
             chunk = &chunk[nl + 1..];
         }

@@ -24,6 +24,7 @@
 mod binary;
 pub mod decimal;
 mod json;
+mod line_fast;
 mod lines;
 pub mod npy;
 pub mod number;
