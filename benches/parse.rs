@@ -1,8 +1,9 @@
 //! Body parsers on a 256 × 784 batch of full-precision float32 values, printed as
 //! Python's `json.dumps` prints `float(np.float32(v))` (the shortest repr of the widened
 //! f64, `", "` between values): the streaming parsers of `streampca::format` against the
-//! old path (serde_json into `Vec<Vec<f64>>`, then flattening and the value check), and
-//! the number-parsing candidates side by side on the same tokens.
+//! old paths (JSON: serde_json into `Vec<Vec<f64>>`, then flattening and the value check;
+//! NDJSON and CSV: lines split and each field parsed by std), and the number-parsing
+//! candidates side by side on the same tokens.
 //!
 //! Run: `cargo bench --bench parse`.
 
@@ -95,6 +96,46 @@ mod old {
         streampca::pca::batch::all_within_bound(&out).then_some(out)
     }
 
+    /// The old NDJSON (array lines) and CSV path of `src/http/body.rs` (b524bc7): the
+    /// body as UTF-8, `str::lines`, fields split at `,`, trimmed, unquoted and parsed
+    /// by std (correctly rounded), then the row-length and value checks.
+    pub fn lines(body: &[u8], ndjson: bool) -> Vec<f64> {
+        fn number(s: &str) -> Option<f64> {
+            let s = s.trim();
+            let s = s
+                .strip_prefix('"')
+                .and_then(|s| s.strip_suffix('"'))
+                .unwrap_or(s);
+            s.parse::<f64>().ok()
+        }
+        let text = std::str::from_utf8(body).unwrap();
+        let mut values = Vec::new();
+        let mut row = Vec::with_capacity(DIM);
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            row.clear();
+            if ndjson {
+                let inner = line
+                    .strip_prefix('[')
+                    .and_then(|l| l.strip_suffix(']'))
+                    .unwrap();
+                for f in inner.split(',') {
+                    row.push(number(f).unwrap());
+                }
+            } else {
+                let parsed: Vec<Option<f64>> = line.split(',').map(number).collect();
+                row.extend(parsed.into_iter().map(Option::unwrap));
+            }
+            assert_eq!(row.len(), DIM);
+            values.extend_from_slice(&row);
+        }
+        assert!(streampca::pca::batch::all_within_bound(&values));
+        values
+    }
+
     pub fn json(body: &[u8]) -> Vec<f64> {
         let b: JsonBatch = serde_json::from_slice(body).unwrap();
         assert!(b.y.is_none());
@@ -151,6 +192,23 @@ fn bench_formats(c: &mut Criterion) {
     for (name, f, body) in [
         ("ndjson", Format::Ndjson, &ndjson),
         ("csv", Format::Csv, &csv),
+    ] {
+        let want = old::lines(body, f == Format::Ndjson);
+        match parse(f, body).data() {
+            BatchData::F64 { x, .. } => {
+                assert!(x.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()))
+            }
+            BatchData::F32 { .. } => unreachable!(),
+        }
+        let mut g = c.benchmark_group(format!("{name}_256x784"));
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function("old_str_parse", |b| {
+            b.iter(|| old::lines(black_box(body), f == Format::Ndjson))
+        });
+        g.bench_function("streaming", |b| b.iter(|| parse(f, black_box(body))));
+        g.finish();
+    }
+    for (name, f, body) in [
         ("raw_f32", Format::F32, &raw),
         ("npy_c_order", Format::Npy, &npy_c),
         ("npy_fortran_order", Format::Npy, &npy_f),
