@@ -380,10 +380,13 @@ impl LinesParser {
     #[inline]
     fn fast_line(&mut self, chunk: &[u8]) -> Result<Option<usize>, FormatError> {
         self.row.clear();
+        // A line longer than `max_line` (newline included) is the general path's to
+        // refuse, so the values of one line stay bounded by it whatever the chunk size.
+        let window = &chunk[..chunk.len().min(self.max_line + 2)];
         let used = if self.ndjson {
-            line_fast::ndjson_row(chunk, &mut self.row)
+            line_fast::ndjson_row(window, &mut self.row)
         } else {
-            line_fast::csv_row(chunk, &mut self.row)
+            line_fast::csv_row(window, &mut self.row)
         };
         let Some(used) = used else {
             return Ok(None);
@@ -434,6 +437,9 @@ impl LinesParser {
             let Some(nl) = chunk.iter().position(|&b| b == b'\n') else {
                 break;
             };
+            if nl > self.max_line {
+                return Err(self.too_long());
+            }
             self.line(&chunk[..nl])?;
             chunk = &chunk[nl + 1..];
         }

@@ -438,6 +438,32 @@ fn shared_row_grammar_for_the_client() {
     );
 }
 
+/// A line longer than the limit (1 MiB + 64 bytes per value) is refused by its length
+/// however the body is chunked, before its values are gathered, also when it is in the
+/// form the one-pass line reader takes.
+#[test]
+fn an_overlong_line_is_refused_by_its_length_in_any_chunking() {
+    let s = shape(2, None);
+    let fields = "0,".repeat(600_000) + "0";
+    for (f, body) in [
+        (Format::Csv, format!("1,2\n{fields}\n")),
+        (Format::Ndjson, format!("[1,2]\n[{fields}]\n")),
+    ] {
+        let whole = parse(f, s, body.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&whole, FormatError::Malformed(m) if m.contains("line 2 is longer than")),
+            "{f:?}: {whole}"
+        );
+        let mut p = BatchParser::new(f, s, NO_LIMIT);
+        let chunked = body
+            .as_bytes()
+            .chunks(4096)
+            .find_map(|c| p.feed(c).err())
+            .unwrap();
+        assert_eq!(chunked.to_string(), whole.to_string(), "{f:?}");
+    }
+}
+
 mod fuzz {
     //! Arbitrary bytes never panic; any chunking gives the same result as one chunk;
     //! JSON bodies agree with serde_json.
