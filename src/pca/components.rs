@@ -128,9 +128,9 @@ impl Components {
             None => xc,
             Some(w) => linalg::mul(w, false, &xc, false),
         };
-        let uk = self.vectors.columns(0, k).into_owned();
-        let scores_t = linalg::mul(&uk, true, &full, false); // k×rows
-        let recon_t = linalg::mul(&uk, false, &scores_t, false); // m×rows, centred
+        // The first k components (m×k), read in place.
+        let scores_t = linalg::mul_leading_cols(&self.vectors, k, true, &full); // k×rows
+        let recon_t = linalg::mul_leading_cols(&self.vectors, k, false, &scores_t); // m×rows, centred
         let residual_norms = (0..rows)
             .map(|j| (full.column(j) - recon_t.column(j)).norm())
             .collect();
