@@ -15,6 +15,7 @@ mod ingest;
 mod limits;
 mod metrics;
 mod models;
+mod monitoring;
 mod npy;
 mod openapi;
 mod process;
