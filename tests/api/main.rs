@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod models;
 mod monitoring;
+mod monitoring_process;
 mod npy;
 mod openapi;
 mod process;
