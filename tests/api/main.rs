@@ -5,6 +5,7 @@
 mod auth;
 mod bodies;
 mod cli;
+mod cli_monitoring;
 mod concurrency;
 mod connections;
 mod durability;

@@ -533,7 +533,7 @@ async fn a_standardised_model_of_mixed_units_is_the_correlation_pca_and_ignores_
 
 /// Reference rows, then rows of which every fifth is pushed out of the fitted plane and
 /// every seventh blown up along it, so that both statistics have rows over their limits.
-fn rows_with_outliers(dim: usize, rows: usize, seed: u64) -> Vec<Vec<f64>> {
+pub fn rows_with_outliers(dim: usize, rows: usize, seed: u64) -> Vec<Vec<f64>> {
     let mut out = spiked_rows(dim, rows, seed);
     for (r, row) in out.iter_mut().enumerate() {
         if r % 5 == 0 {
