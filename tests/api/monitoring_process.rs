@@ -91,12 +91,12 @@ impl Process {
     }
 }
 
-/// How many rows are over each limit by the service's own flags (`project` with
-/// `alpha`), in batches under `max_query_rows`.
-async fn over(app: &TestApp, rows: &[Vec<f64>]) -> (usize, usize) {
+/// How many rows are over each limit at false-alarm rate `alpha` by the service's own
+/// flags (`project` with `alpha`), in batches under `max_query_rows`.
+async fn over_at(app: &TestApp, rows: &[Vec<f64>], alpha: f64) -> (usize, usize) {
     let (mut t2, mut spe) = (0usize, 0usize);
     for chunk in rows.chunks(5000) {
-        let out = project_ok(app, "te", json!({"x": chunk, "alpha": ALPHA})).await;
+        let out = project_ok(app, "te", json!({"x": chunk, "alpha": alpha})).await;
         let count = |key: &str| {
             out[key]
                 .as_array()
@@ -111,7 +111,19 @@ async fn over(app: &TestApp, rows: &[Vec<f64>]) -> (usize, usize) {
     (t2, spe)
 }
 
-/// The share of rows over each limit.
+/// Rows over each limit at the model's alpha.
+async fn over(app: &TestApp, rows: &[Vec<f64>]) -> (usize, usize) {
+    over_at(app, rows, ALPHA).await
+}
+
+/// The share of rows over each limit at false-alarm rate `alpha`.
+async fn rates_at(app: &TestApp, rows: &[Vec<f64>], alpha: f64) -> (f64, f64) {
+    let (t2, spe) = over_at(app, rows, alpha).await;
+    let n = rows.len() as f64;
+    (t2 as f64 / n, spe as f64 / n)
+}
+
+/// The share of rows over each limit at the model's alpha.
 async fn rates(app: &TestApp, rows: &[Vec<f64>]) -> (f64, f64) {
     let (t2, spe) = over(app, rows).await;
     let n = rows.len() as f64;
@@ -180,6 +192,7 @@ async fn a_52_variable_process_in_mixed_units_detects_faults_in_t2_and_spe_at_th
     let invisible = process.rows(2000, |r| r[7] += small);
 
     let (fa_t2, fa_spe) = rates(&app, &fresh).await;
+    let (fa5_t2, fa5_spe) = rates_at(&app, &fresh, 0.05).await;
     let (shift_t2, shift_spe) = rates(&app, &in_plane).await;
     let (bias_t2, bias_spe) = rates(&app, &sensor).await;
     let (small_t2, small_spe) = rates(&app, &invisible).await;
@@ -187,12 +200,14 @@ async fn a_52_variable_process_in_mixed_units_detects_faults_in_t2_and_spe_at_th
         "false alarms T² {fa_t2:.4}, SPE {fa_spe:.4} (α = {ALPHA}, 20 000 rows); \
          factor shift: T² {shift_t2:.4}, SPE {shift_spe:.4}; \
          sensor bias: T² {bias_t2:.4}, SPE {bias_spe:.4}; \
-         small bias: T² {small_t2:.4}, SPE {small_spe:.4}"
+         small bias: T² {small_t2:.4}, SPE {small_spe:.4}; \
+         false alarms at α = 0.05: T² {fa5_t2:.4}, SPE {fa5_spe:.4}"
     );
 
     // Assert
     let limit_t2 = limits["t2"].as_f64().unwrap();
     let (lo, hi) = t2_rate_interval(ALPHA, fresh.len(), normal.len(), FACTORS, limit_t2);
+    eprintln!("T² false-alarm interval at α = {ALPHA}: [{lo:.4}, {hi:.4}]");
     assert!(
         (lo..=hi).contains(&fa_t2),
         "T² false-alarm rate {fa_t2} outside [{lo}, {hi}]"
@@ -200,6 +215,19 @@ async fn a_52_variable_process_in_mixed_units_detects_faults_in_t2_and_spe_at_th
     assert!(
         (fa_spe - ALPHA).abs() <= 0.25 * ALPHA,
         "SPE false-alarm rate {fa_spe}"
+    );
+    let limit5 = limits_ok(&app, "te", "alpha=0.05").await["t2"]
+        .as_f64()
+        .unwrap();
+    let (lo, hi) = t2_rate_interval(0.05, fresh.len(), normal.len(), FACTORS, limit5);
+    eprintln!("T² false-alarm interval at α = 0.05: [{lo:.4}, {hi:.4}]");
+    assert!(
+        (lo..=hi).contains(&fa5_t2),
+        "T² false-alarm rate {fa5_t2} outside [{lo}, {hi}] at α = 0.05"
+    );
+    assert!(
+        (fa5_spe - 0.05).abs() <= 0.25 * 0.05,
+        "SPE false-alarm rate {fa5_spe} at α = 0.05"
     );
     assert!(
         shift_t2 > 0.95,
