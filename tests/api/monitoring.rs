@@ -595,6 +595,30 @@ async fn ingest_scoring_counts_the_flags_project_gives_and_moves_the_counters_by
     assert_eq!(receipt["accepted"], json!(400));
     assert_eq!(receipt["sequence"], json!(seq + 1));
     assert!(receipt.get("not_scored").is_none(), "{receipt}");
+    // openapi.yaml's ScoredBatch lists exactly the keys of the answer.
+    let spec: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap(),
+    )
+    .unwrap();
+    let schema = &spec["components"]["schemas"]["ScoredBatch"];
+    let names = |v: &serde_yaml::Value| -> std::collections::BTreeSet<String> {
+        v.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let documented = names(&schema["required"]);
+    let answered: std::collections::BTreeSet<String> =
+        scored.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(documented, answered);
+    let properties: std::collections::BTreeSet<String> = schema["properties"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(properties, answered);
     let after = app.metrics().await;
     let moved = |series: &str| counter(&after, series).unwrap() - counter(&before, series).unwrap();
     assert_eq!(
