@@ -69,15 +69,6 @@ fn digits(s: &[u8], mut i: usize, w: &mut u64) -> usize {
             .wrapping_add(eight_digits_value(word));
         i += 8;
     }
-    if let Some(b) = s.get(i..i + 4) {
-        let word = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        if four_digits(word) {
-            *w = w
-                .wrapping_mul(10_000)
-                .wrapping_add(u64::from(four_digits_value(word)));
-            i += 4;
-        }
-    }
     while let Some(&b) = s.get(i) {
         let d = b.wrapping_sub(b'0');
         if d > 9 {
@@ -87,23 +78,6 @@ fn digits(s: &[u8], mut i: usize, w: &mut u64) -> usize {
         i += 1;
     }
     i
-}
-
-/// Whether all four bytes of `w` are ASCII digits.
-#[inline(always)]
-fn four_digits(w: u32) -> bool {
-    let a = w.wrapping_add(0x4646_4646);
-    let b = w.wrapping_sub(0x3030_3030);
-    (a | b) & 0x8080_8080 == 0
-}
-
-/// The value of four ASCII digits (first digit in the lowest byte).
-#[inline(always)]
-fn four_digits_value(w: u32) -> u32 {
-    let w = w.wrapping_sub(0x3030_3030);
-    // Bytes 0 and 2 become the two-digit values d0d1 and d2d3 (at most 99, no carry).
-    let w = w.wrapping_mul(10).wrapping_add(w >> 8);
-    (w & 0xFF) * 100 + ((w >> 16) & 0xFF)
 }
 
 /// The JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) at the start of
@@ -205,13 +179,6 @@ fn convert(w: u64, q: i64) -> Option<f64> {
         return Some(0.0);
     }
     if w <= MAX_EXACT && (-22..=22).contains(&q) {
-        // Trailing zeros of a fraction (`255.0`, `0.50`) leave the significand as an
-        // integer division, exact, so the value needs no floating-point divide.
-        let (mut w, mut q) = (w, q);
-        while q < 0 && w % 10 == 0 {
-            w /= 10;
-            q += 1;
-        }
         let m = w as f64;
         let p = POW10[q.unsigned_abs() as usize];
         return Some(if q < 0 { m / p } else { m * p });
@@ -264,19 +231,6 @@ mod tests {
         assert_eq!(eight_digits_value(w(b"12345678")), 12_345_678);
         assert_eq!(eight_digits_value(w(b"00000009")), 9);
         assert_eq!(eight_digits_value(w(b"90000000")), 90_000_000);
-        let w4 = |s: &[u8; 4]| u32::from_le_bytes(*s);
-        assert!(four_digits(w4(b"0129")));
-        for bad in [b"012/", b"012:", b"a123", b"1 23", b"\x80123"] {
-            assert!(!four_digits(w4(bad)), "{bad:?}");
-        }
-        for (t, v) in [
-            (b"1234", 1234),
-            (b"0009", 9),
-            (b"9000", 9000),
-            (b"9999", 9999),
-        ] {
-            assert_eq!(four_digits_value(w4(t)), v);
-        }
     }
 
     #[test]
@@ -288,17 +242,6 @@ mod tests {
             "255.0",
             "1e22",
             "9007199254740992e-22",
-            // Trailing zeros of the fraction: the significand shrinks, the value not.
-            "255.0",
-            "0.50",
-            "-12.500000",
-            "100.000e-3",
-            "9007199254740990.0",
-            "1.0e-22",
-            // Four digits after eight, and four after none.
-            "1234567890123.5",
-            "0.12345",
-            "12.345678901234567",
             // Eisel–Lemire: 17 digits of a widened f32, large and small exponents.
             "0.10000000149011612",
             "-0.0012345678246361017",
