@@ -86,7 +86,10 @@ pub async fn project(
         setting: "max_query_rows",
     };
     let mut parser = match media_type(req.headers()).as_deref() {
-        Some("application/json") => ProjectParser::json(dim, limit),
+        Some("application/json") => {
+            refuse_query_with_json(req.uri().query())?;
+            ProjectParser::json(dim, limit)
+        }
         Some("application/x-npy") => {
             let options = ProjectOptions::from_query(req.uri().query().unwrap_or(""))?;
             ProjectParser::npy(dim, limit, options)
@@ -169,6 +172,30 @@ pub async fn project(
     tokio::task::spawn_blocking(answer)
         .await
         .map_err(|e| ApiError::Internal(format!("projection task failed: {e}")))?
+}
+
+/// A JSON body carries its options itself; options in the query string as well would be
+/// ambiguous (which wins?) and silently ignoring them would answer a different question
+/// than the one asked, so any query key is refused, named.
+fn refuse_query_with_json(query: Option<&str>) -> Result<(), ApiError> {
+    let Some(first) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find(|p| !p.is_empty())
+    else {
+        return Ok(());
+    };
+    let key: String = first
+        .split_once('=')
+        .map_or(first, |(k, _)| k)
+        .chars()
+        .take(40)
+        .collect();
+    Err(ApiError::invalid(
+        &key,
+        "query-string options are for application/x-npy bodies; a JSON body carries k, \
+         whiten, reconstruct, alpha and contributions itself",
+    ))
 }
 
 /// Largest projection, in multiply-adds (values × k), run on the request's task.
