@@ -242,7 +242,7 @@ fn matrix(m: &(usize, usize, DMatrix<f64>)) -> npz::Array<'_> {
 /// The projection as an uncompressed `.npz`: `scores` (rows×k), `residual_norms`, `t2`,
 /// `spe`, and when asked `reconstructions` (rows×n), `outlier_t2`, `outlier_spe`
 /// (booleans), `contributions_t2`, `contributions_spe` (rows×n), the limits as 0-d
-/// arrays `limit_t2`, `limit_spe`, and 0-d int64 `k` and `sequence`.
+/// float64 arrays `limit_t2`, `limit_spe`, and 0-d int64 `k` and `sequence`.
 fn npz_answer(
     proj: &Projection,
     stats: &RowStatistics,
@@ -259,7 +259,6 @@ fn npz_answer(
         .as_ref()
         .map(|c| (row_major(&c.t2), row_major(&c.spe)));
     let flags = limits.map(|l| stats.flags(l));
-    let limit_values = limits.map(|l| ([l.t2], [l.spe]));
     let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let mut arrays = vec![
         ("scores", matrix(&scores)),
@@ -277,9 +276,9 @@ fn npz_answer(
         arrays.push(("outlier_t2", npz::Array::BoolVector(t)));
         arrays.push(("outlier_spe", npz::Array::BoolVector(s)));
     }
-    if let Some((t, s)) = &limit_values {
-        arrays.push(("limit_t2", npz::Array::F64Vector(t)));
-        arrays.push(("limit_spe", npz::Array::F64Vector(s)));
+    if let Some(l) = limits {
+        arrays.push(("limit_t2", npz::Array::F64Scalar(l.t2)));
+        arrays.push(("limit_spe", npz::Array::F64Scalar(l.spe)));
     }
     if let Some((t, s)) = &contrib {
         arrays.push(("contributions_t2", matrix(t)));
