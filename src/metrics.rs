@@ -10,7 +10,8 @@
 //! when the model is deleted), `code` from the fixed set of error codes, `component` from
 //! `0..components`.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -21,7 +22,6 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::http::error::ERROR_CODES;
 use crate::pca::Components;
 
 /// Latency buckets for HTTP requests, in seconds (100 µs … 10 s).
@@ -59,6 +59,9 @@ pub struct Metrics {
     model_drift: GaugeVec,
     models: IntGauge,
     model_held: GaugeVec,
+    /// The rejection codes each model's `batches_rejected` series were created with,
+    /// so deleting the model removes exactly those series.
+    rejected_codes: Mutex<HashMap<String, BTreeSet<String>>>,
     wal_append_failures: IntCounterVec,
     snapshot_failures: IntCounterVec,
     wal_torn_records: IntCounterVec,
@@ -247,6 +250,7 @@ impl Metrics {
                 &["model"],
             ),
             models,
+            rejected_codes: Mutex::new(HashMap::new()),
             registry: r,
         }
     }
@@ -334,6 +338,12 @@ impl Metrics {
         self.batches_rejected
             .with_label_values(&[model, code])
             .inc();
+        self.rejected_codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(model.to_owned())
+            .or_default()
+            .insert(code.to_owned());
     }
 
     /// Records one published fit of `elapsed` wall time; `components` is how many the
@@ -410,7 +420,13 @@ impl Metrics {
             let _ = v.remove_label_values(&[model]);
         }
         let _ = self.step_duration.remove_label_values(&[model]);
-        for code in ERROR_CODES {
+        let codes = self
+            .rejected_codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(model)
+            .unwrap_or_default();
+        for code in &codes {
             let _ = self.batches_rejected.remove_label_values(&[model, code]);
         }
         for i in 0..components {
