@@ -8,7 +8,7 @@
 //! Label cardinality is bounded: `route` comes from the route template (`MatchedPath`,
 //! `"unmatched"` otherwise), `model` only from models that exist (their series are removed
 //! when the model is deleted), `code` from the fixed set of error codes, `component` from
-//! `0..components`.
+//! `0..components`, `statistic` from [`STATISTICS`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,6 +39,9 @@ const FSYNC_BUCKETS: &[f64] = &[
     0.5, 1.0, 5.0,
 ];
 
+/// Values of the `statistic` label of `streampca_model_outliers_total`.
+pub const STATISTICS: [&str; 2] = ["t2", "spe"];
+
 /// The service's metrics and the registry that exposes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -67,6 +70,9 @@ pub struct Metrics {
     wal_torn_records: IntCounterVec,
     wal_fsync_duration: Histogram,
     snapshot_last_success: GaugeVec,
+    rows_scored: IntCounterVec,
+    outliers: IntCounterVec,
+    model_alpha: GaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -249,6 +255,27 @@ impl Metrics {
                  (not served until deleted or the service runs with --accept-data-loss).",
                 &["model"],
             ),
+            rows_scored: counter(
+                &r,
+                "streampca_model_rows_scored_total",
+                "Ingested rows scored against the published fit before they were folded \
+                 (`POST /samples?score=true` once a fit with control limits exists).",
+                &["model"],
+            ),
+            outliers: counter(
+                &r,
+                "streampca_model_outliers_total",
+                "Scored rows over the control limit of one statistic (`t2`: Hotelling's \
+                 T², `spe`: squared prediction error) at the model's alpha and the fit's k.",
+                &["model", "statistic"],
+            ),
+            model_alpha: gauge(
+                &r,
+                "streampca_model_alpha",
+                "The model's false-alarm rate alpha: the expected share of scored rows over \
+                 each limit while the process is in control (set from the first fit on).",
+                &["model"],
+            ),
             models,
             rejected_codes: Mutex::new(HashMap::new()),
             registry: r,
@@ -282,9 +309,34 @@ impl Metrics {
             &self.wal_append_failures,
             &self.snapshot_failures,
             &self.wal_torn_records,
+            &self.rows_scored,
         ] {
             c.with_label_values(&[model]).inc_by(0);
         }
+        for statistic in STATISTICS {
+            self.outliers
+                .with_label_values(&[model, statistic])
+                .inc_by(0);
+        }
+    }
+
+    /// Records `rows` ingested rows scored against a fit, `t2` and `spe` of them over
+    /// the respective limit.
+    pub fn rows_scored(&self, model: &str, rows: usize, t2: usize, spe: usize) {
+        self.rows_scored
+            .with_label_values(&[model])
+            .inc_by(rows as u64);
+        for (statistic, n) in STATISTICS.iter().zip([t2, spe]) {
+            self.outliers
+                .with_label_values(&[model, statistic])
+                .inc_by(n as u64);
+        }
+    }
+
+    /// Sets the model's false-alarm rate `alpha` (the outlier-rate alert compares the
+    /// share of scored rows over a limit with it).
+    pub fn model_alpha(&self, model: &str, alpha: f64) {
+        self.model_alpha.with_label_values(&[model]).set(alpha);
     }
 
     /// Records a batch refused because the log could not take it.
@@ -406,8 +458,12 @@ impl Metrics {
             &self.wal_append_failures,
             &self.snapshot_failures,
             &self.wal_torn_records,
+            &self.rows_scored,
         ] {
             let _ = v.remove_label_values(&[model]);
+        }
+        for statistic in STATISTICS {
+            let _ = self.outliers.remove_label_values(&[model, statistic]);
         }
         for v in [
             &self.model_samples,
@@ -416,6 +472,7 @@ impl Metrics {
             &self.model_converged,
             &self.model_drift,
             &self.snapshot_last_success,
+            &self.model_alpha,
         ] {
             let _ = v.remove_label_values(&[model]);
         }

@@ -15,6 +15,7 @@ pub mod models;
 pub mod npz;
 pub mod project;
 pub mod samples;
+pub mod scoring;
 pub mod server;
 pub mod snapshot;
 

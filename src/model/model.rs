@@ -421,6 +421,8 @@ impl Model {
                     self.config.components,
                     drift,
                 );
+                self.metrics
+                    .model_alpha(self.config.name.as_str(), self.config.alpha);
             }
             tracing::debug!(model = %self.config.name, sequence = published.sequence,
                 steps = c.steps, converged = c.converged,
@@ -433,6 +435,15 @@ impl Model {
     pub fn record_rejection(&self, code: &str) {
         if *lock(&self.alive) {
             self.metrics.batch_rejected(self.config.name.as_str(), code);
+        }
+    }
+
+    /// Records `rows` ingested rows scored against a published fit, `t2` and `spe` of
+    /// them over the respective control limit (only while the model exists).
+    pub fn record_scored(&self, rows: usize, t2: usize, spe: usize) {
+        if *lock(&self.alive) {
+            self.metrics
+                .rows_scored(self.config.name.as_str(), rows, t2, spe);
         }
     }
 

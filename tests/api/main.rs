@@ -5,6 +5,7 @@
 mod auth;
 mod bodies;
 mod cli;
+mod cli_monitoring;
 mod concurrency;
 mod connections;
 mod durability;
@@ -15,6 +16,8 @@ mod ingest;
 mod limits;
 mod metrics;
 mod models;
+mod monitoring;
+mod monitoring_process;
 mod npy;
 mod openapi;
 mod process;
