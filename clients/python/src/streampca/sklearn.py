@@ -25,7 +25,10 @@ Model lifecycle on the service
   ``buffer_bytes`` (1 MiB): the service's exact accumulator fits the same components
   however the rows are batched, so ``partial_fit`` in small batches costs few requests.
   Fitted attributes, ``flush``, ``close``, ``fit`` and pickling send what is buffered.
-  A named model (and one with ``half_life``) gets every ``partial_fit`` at once.
+  The requests go out from ``max_in_flight`` background threads (see the parameter), so
+  ``partial_fit`` returns while the service folds earlier rows.
+  A named model (and one with ``half_life``) gets every ``partial_fit`` at once, in
+  order, from the calling thread.
 - A copy (``pickle``, ``copy.deepcopy``) keeps the fitted attributes and works offline.
   Its first ``partial_fit`` forks the served model into a new owned one (snapshot export
   and import), so the copy and the original grow independently, as copies of
@@ -248,9 +251,27 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             requests do not pay off (the service's ingest costs more per row in batches
             of thousands of rows than of hundreds). The service's exact accumulator fits the
             same components however rows are batched, so only the number of requests
-            changes; an error the service reports for buffered rows is raised by the
-            call that sends them (a later ``partial_fit``, :meth:`flush`, or the first
-            read of a fitted attribute).
+            changes.
+        max_in_flight: with an estimator-owned model and no ``half_life``, requests
+            (full buffers, or calls larger than ``buffer_bytes``) are sent by this many
+            background daemon threads, each with its own connection, so ``partial_fit``
+            only validates, updates ``var_``'s sums and copies its rows; at most this many
+            requests are queued or in flight (``partial_fit`` waits beyond that), so the
+            rows held are at most ``max_in_flight`` requests plus one buffer. The service
+            may apply concurrent requests in any order, which its exact accumulator does
+            not notice. Reading a fitted attribute, ``transform``, :meth:`flush`,
+            :meth:`close`, ``fit`` and pickling wait for every request. A failed request
+            raises :class:`streampca.SendError` at the next ``partial_fit``,
+            :meth:`flush`, attribute read, pickling or :meth:`close`, naming its rows
+            (numbered from 0 in the order ``partial_fit`` took them): rows the service did
+            not apply (it answered 4xx or 503 ``overloaded``) are kept and :meth:`flush`
+            sends them again (``partial_fit`` takes no new rows until then; ``fit``
+            starts over); rows whose request failed after it was sent may have been
+            applied and are never sent again (no row is counted twice; the error lists
+            them, and ``n_samples_seen_`` is re-read from the service, though ``var_``
+            still includes them). The threads stop on :meth:`close`, ``fit`` and when
+            the estimator is collected. 0: every request is sent from the calling
+            thread before ``partial_fit`` returns (its error raised there).
 
     Attributes are those of IncrementalPCA: ``components_`` (n_components_ ×
     n_features), ``explained_variance_``, ``explained_variance_ratio_``,
@@ -529,8 +550,11 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         return self
 
     def partial_fit(self, X: Any, y: Any = None, check_input: bool = True) -> "StreamPCA":
-        """Appends the rows of ``X`` to the served model as one batch (split only if
-        larger than 32 MiB). The fitted attributes follow on first use."""
+        """Appends the rows of ``X`` to the served model (coalesced with other calls'
+        rows up to ``buffer_bytes``, split only if larger than 32 MiB; sent in the
+        background with ``max_in_flight`` > 0). The fitted attributes follow on first
+        use. Raises :class:`streampca.SendError` if an earlier background send failed
+        (this call's rows are then not taken)."""
         if self.__dict__.get("_closed"):
             raise NotFittedError(
                 "this StreamPCA was closed (its served model deleted); call fit() to start "
