@@ -179,3 +179,21 @@ def test_max_in_flight_is_validated(url, X):
     for bad in (-1, 65, 1.5, True):
         with pytest.raises(ValueError, match="max_in_flight"):
             StreamPCA(P, url=url, max_in_flight=bad).partial_fit(X[:100])
+
+
+def test_rows_refused_for_a_stopped_service_are_kept(start_server, X):
+    s = start_server()
+    est = StreamPCA(P, url=s.url, buffer_bytes=0, max_in_flight=2)
+    est.partial_fit(X[:100])
+    est.flush()
+    model = est._model
+    s.stop()  # connections refused from now on: the request never leaves
+    est.partial_fit(X[100:200])
+    with pytest.raises(streampca.SendError) as info:
+        est.flush()
+    e = info.value
+    assert isinstance(e.__cause__, streampca.ServiceUnavailableError)
+    assert e.kept == [(100, 200)] and e.unknown == []
+    with pytest.raises(streampca.SendError):
+        est.close()
+    assert sender_threads(model) == []
