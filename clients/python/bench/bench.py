@@ -10,8 +10,11 @@
    estimator (a fresh served model). IncrementalPCA runs on the BLAS thread count that
    is faster here (numpy's default and one thread are compared first). The service
    runs with ``--sync always`` (fsync per batch, the default) and ``--sync never``.
-   With the default ``buffer_bytes`` (1 MiB) each 256-row call (1.6 MB of float64) is
-   one request.
+   ``--configs`` lists the StreamPCA settings to pair, as
+   ``max_in_flight:buffer_bytes`` (default ``2:1048576``, the estimator's defaults:
+   two background requests in flight; a 256-row call, 1.6 MB of float64, is larger
+   than the 1 MiB buffer, so each call is one request). ``0:…`` is the synchronous
+   client (each call waits for its request).
 2. ``Client.project`` of 10 000 rows (k = 16): ``.npy`` body with an ``.npz`` answer
    against JSON both ways, scores only and with reconstructions; median of interleaved
    repetitions.
@@ -20,6 +23,7 @@ The load average (``os.getloadavg``) is printed before and after each part: the
 machine these numbers come from is shared.
 
 Usage: python bench/bench.py [--bin target/release/streampca] [--rows 20480] [--pairs 5]
+       [--sync always,never] [--configs 2:1048576,0:1048576] [--no-project]
 """
 
 from __future__ import annotations
@@ -77,8 +81,10 @@ def ipca_rate(X: np.ndarray, b: int, p: int, threads) -> tuple:
     return len(X) / dt, est
 
 
-def streampca_rate(url: str, X: np.ndarray, b: int, p: int, buffer_bytes: int) -> tuple:
-    est = StreamPCA(p, url=url, buffer_bytes=buffer_bytes)
+def streampca_rate(
+    url: str, X: np.ndarray, b: int, p: int, in_flight: int, buffer_bytes: int
+) -> tuple:
+    est = StreamPCA(p, url=url, buffer_bytes=buffer_bytes, max_in_flight=in_flight)
     t = time.perf_counter()
     for i in range(0, len(X), b):
         est.partial_fit(X[i : i + b])
@@ -92,7 +98,9 @@ def spread(xs) -> str:
     return f"median {statistics.median(xs):.2f}, min {min(xs):.2f}, max {max(xs):.2f}"
 
 
-def bench_partial_fit(X: np.ndarray, b: int, p: int, pairs: int) -> None:
+def bench_partial_fit(
+    X: np.ndarray, b: int, p: int, pairs: int, syncs: list, configs: list
+) -> None:
     from sklearn.decomposition import PCA
 
     print(f"partial_fit: {load_average()}")
@@ -107,40 +115,49 @@ def bench_partial_fit(X: np.ndarray, b: int, p: int, pairs: int) -> None:
         f"default BLAS threads, {probe_rates[1]:,.0f} with 1; the pairs use "
         f"{'1 thread' if threads == 1 else 'the default'}"
     )
-    for sync in ("always", "never"):
+    for sync in syncs:
         s = Server("--sync", sync)
         try:
-            ratios, ours, theirs, sends = [], [], [], []
-            for i in range(pairs):
-                runs = {}
-                for who in (("ipca", "ours") if i % 2 == 0 else ("ours", "ipca")):
-                    if who == "ipca":
-                        runs[who] = ipca_rate(X, b, p, threads)
-                    else:
-                        runs[who] = streampca_rate(s.url, X, b, p, 1 << 20)
-                rate, send_rate, est = runs["ours"]
-                angle = angles(est.components_, exact)
-                est.close()
-                ipca_r, ipca = runs["ipca"]
-                ours.append(rate)
-                sends.append(send_rate)
-                theirs.append(ipca_r)
-                ratios.append(rate / ipca_r)
-                print(
-                    f"  --sync {sync} pair {i + 1}: StreamPCA {rate:,.0f} rows/s until fitted "
-                    f"({send_rate:,.0f} for the calls alone; angle to exact PCA "
-                    f"{angle:.1e} rad), IncrementalPCA {ipca_r:,.0f} rows/s (angle "
-                    f"{angles(ipca.components_, exact):.1e} rad): {rate / ipca_r:.2f}x"
-                )
-            print(
-                f"StreamPCA.partial_fit (--sync {sync}) / IncrementalPCA.partial_fit over "
-                f"{pairs} pairs: {spread(ratios)}x; StreamPCA "
-                f"{statistics.median(ours):,.0f} rows/s (calls alone "
-                f"{statistics.median(sends):,.0f}), IncrementalPCA "
-                f"{statistics.median(theirs):,.0f} rows/s (medians); {load_average()}"
-            )
+            for in_flight, buffer_bytes in configs:
+                pairs_of(s.url, X, b, p, pairs, threads, exact, sync, in_flight, buffer_bytes)
         finally:
             s.stop()
+
+
+def pairs_of(url, X, b, p, pairs, threads, exact, sync, in_flight, buffer_bytes) -> None:
+    """``pairs`` back-to-back runs of IncrementalPCA and StreamPCA with one setting."""
+    setting = f"--sync {sync}, max_in_flight={in_flight}, buffer_bytes={buffer_bytes}"
+    ratios, ours, theirs, sends = [], [], [], []
+    for i in range(pairs):
+        runs = {}
+        for who in (("ipca", "ours") if i % 2 == 0 else ("ours", "ipca")):
+            if who == "ipca":
+                runs[who] = ipca_rate(X, b, p, threads)
+            else:
+                runs[who] = streampca_rate(url, X, b, p, in_flight, buffer_bytes)
+        rate, send_rate, est = runs["ours"]
+        angle = angles(est.components_, exact)
+        est.close()
+        ipca_r, ipca = runs["ipca"]
+        ours.append(rate)
+        sends.append(send_rate)
+        theirs.append(ipca_r)
+        ratios.append(rate / ipca_r)
+        print(
+            f"  {setting} pair {i + 1}: StreamPCA {rate:,.0f} rows/s until fitted "
+            f"({send_rate:,.0f} for the calls alone; angle to exact PCA "
+            f"{angle:.1e} rad), IncrementalPCA {ipca_r:,.0f} rows/s (angle "
+            f"{angles(ipca.components_, exact):.1e} rad): {rate / ipca_r:.2f}x",
+            flush=True,
+        )
+    print(
+        f"StreamPCA.partial_fit ({setting}) / IncrementalPCA.partial_fit over "
+        f"{pairs} pairs: {spread(ratios)}x; StreamPCA "
+        f"{statistics.median(ours):,.0f} rows/s (calls alone "
+        f"{statistics.median(sends):,.0f}), IncrementalPCA "
+        f"{statistics.median(theirs):,.0f} rows/s (medians); {load_average()}",
+        flush=True,
+    )
 
 
 def bench_project(X: np.ndarray, p: int, reps: int) -> None:
@@ -181,7 +198,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--components", type=int, default=16)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--sync", default="always,never", help="server --sync settings")
+    ap.add_argument(
+        "--configs",
+        default="2:1048576",
+        help="StreamPCA settings, comma-separated max_in_flight:buffer_bytes",
+    )
+    ap.add_argument("--no-project", action="store_true", help="skip the project benchmark")
     args = ap.parse_args()
+    configs = [tuple(int(v) for v in c.split(":")) for c in args.configs.split(",")]
     if args.bin:
         os.environ["STREAMPCA_BIN"] = str(pathlib.Path(args.bin).resolve())
     if server_binary() is None:
@@ -189,8 +214,11 @@ def main() -> None:
     print(f"server: {server_binary()}")
     X = load(args.rows)
     print(f"Fashion-MNIST: {X.shape[0]} rows of {X.shape[1]}, b = {args.batch}, p = {args.components}")
-    bench_partial_fit(X, args.batch, args.components, args.pairs)
-    bench_project(X, args.components, args.reps)
+    bench_partial_fit(
+        X, args.batch, args.components, args.pairs, args.sync.split(","), configs
+    )
+    if not args.no_project:
+        bench_project(X, args.components, args.reps)
 
 
 if __name__ == "__main__":

@@ -404,8 +404,10 @@ def test_default_tolerance_bounds_the_error(url, X):
 
 def test_partial_fit_coalesces_rows_for_owned_models(url, X, name):
     c = streampca.Client(url)
-    buffered = tight(4, url=url)
-    direct = tight(4, url=url, buffer_bytes=0)
+    # Synchronous sending (max_in_flight=0): every request is done when partial_fit
+    # returns (test_sklearn_background.py covers background sending).
+    buffered = tight(4, url=url, max_in_flight=0)
+    direct = tight(4, url=url, buffer_bytes=0, max_in_flight=0)
     rows = X.copy()
     for start in range(0, 3000, 100):
         buffered.partial_fit(rows[start : start + 100])
@@ -422,7 +424,7 @@ def test_partial_fit_coalesces_rows_for_owned_models(url, X, name):
     for i in range(4):
         assert angle(buffered.components_[i], direct.components_[i]) < ANGLE
     # A small buffer sends whenever it fills: 100 rows of 20 float64 per request.
-    small = tight(4, url=url, buffer_bytes=100 * 20 * 8)
+    small = tight(4, url=url, buffer_bytes=100 * 20 * 8, max_in_flight=0)
     for start in range(0, 1000, 30):
         small.partial_fit(X[start : min(start + 30, 1000)])
     # Sent when the next 30 rows would not fit: 10 requests of 90 rows, 100 buffered.
@@ -436,7 +438,7 @@ def test_partial_fit_coalesces_rows_for_owned_models(url, X, name):
     named.partial_fit(X[:50])
     assert c.get_model(name).samples == 50.0
     # An error for buffered rows surfaces when they are sent, and they stay buffered.
-    lost = tight(4, url=url)
+    lost = tight(4, url=url, max_in_flight=0)
     lost.partial_fit(X[:200])
     c.delete_model(lost._model)
     with pytest.raises(streampca.NotFoundError):

@@ -20,6 +20,7 @@ from ._errors import (
     StreamPCAError,
     UnauthorizedError,
 )
+from ._sender import SendError
 from ._types import Components, IngestReceipt, Limits, ModelStatus, Projection
 from .client import DEFAULT_URL, AsyncClient, Client
 
@@ -43,4 +44,5 @@ __all__ = [
     "ServerError",
     "FitTimeoutError",
     "ServiceUnavailableError",
+    "SendError",
 ]

@@ -25,7 +25,10 @@ Model lifecycle on the service
   ``buffer_bytes`` (1 MiB): the service's exact accumulator fits the same components
   however the rows are batched, so ``partial_fit`` in small batches costs few requests.
   Fitted attributes, ``flush``, ``close``, ``fit`` and pickling send what is buffered.
-  A named model (and one with ``half_life``) gets every ``partial_fit`` at once.
+  The requests go out from ``max_in_flight`` background threads (see the parameter), so
+  ``partial_fit`` returns while the service folds earlier rows.
+  A named model (and one with ``half_life``) gets every ``partial_fit`` at once, in
+  order, from the calling thread.
 - A copy (``pickle``, ``copy.deepcopy``) keeps the fitted attributes and works offline.
   Its first ``partial_fit`` forks the served model into a new owned one (snapshot export
   and import), so the copy and the original grow independently, as copies of
@@ -80,6 +83,7 @@ from sklearn.utils import gen_batches
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._errors import NotFoundError
+from ._sender import Batch, SendError, Sender, close_sender
 from ._types import Projection
 from .client import Client
 
@@ -247,9 +251,27 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             requests do not pay off (the service's ingest costs more per row in batches
             of thousands of rows than of hundreds). The service's exact accumulator fits the
             same components however rows are batched, so only the number of requests
-            changes; an error the service reports for buffered rows is raised by the
-            call that sends them (a later ``partial_fit``, :meth:`flush`, or the first
-            read of a fitted attribute).
+            changes.
+        max_in_flight: with an estimator-owned model and no ``half_life``, requests
+            (full buffers, or calls larger than ``buffer_bytes``) are sent by this many
+            background daemon threads, each with its own connection, so ``partial_fit``
+            only validates, updates ``var_``'s sums and copies its rows; at most this many
+            requests are queued or in flight (``partial_fit`` waits beyond that), so the
+            rows held are at most ``max_in_flight`` requests plus one buffer. The service
+            may apply concurrent requests in any order, which its exact accumulator does
+            not notice. Reading a fitted attribute, ``transform``, :meth:`flush`,
+            :meth:`close`, ``fit`` and pickling wait for every request. A failed request
+            raises :class:`streampca.SendError` at the next ``partial_fit``,
+            :meth:`flush`, attribute read, pickling or :meth:`close`, naming its rows
+            (numbered from 0 in the order ``partial_fit`` took them): rows the service did
+            not apply (it answered 4xx or 503 ``overloaded``) are kept and :meth:`flush`
+            sends them again (``partial_fit`` takes no new rows until then; ``fit``
+            starts over); rows whose request failed after it was sent may have been
+            applied and are never sent again (no row is counted twice; the error lists
+            them, and ``n_samples_seen_`` is re-read from the service, though ``var_``
+            still includes them). The threads stop on :meth:`close`, ``fit`` and when
+            the estimator is collected. 0: every request is sent from the calling
+            thread before ``partial_fit`` returns (its error raised there).
 
     Attributes are those of IncrementalPCA: ``components_`` (n_components_ ×
     n_features), ``explained_variance_``, ``explained_variance_ratio_``,
@@ -274,6 +296,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         tolerance: float = 1e-6,
         fit_timeout: float = 300.0,
         buffer_bytes: int = 1 << 20,
+        max_in_flight: int = 2,
     ) -> None:
         self.n_components = n_components
         self.whiten = whiten
@@ -286,6 +309,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self.tolerance = tolerance
         self.fit_timeout = fit_timeout
         self.buffer_bytes = buffer_bytes
+        self.max_in_flight = max_in_flight
 
     # --- parameters -------------------------------------------------------------------
 
@@ -324,6 +348,10 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         _check_param("fit_timeout", f, _is_real(f) and f > 0, "a float in the range (0, inf)")
         b = self.buffer_bytes
         _check_param("buffer_bytes", b, _is_int(b) and b >= 0, "an int in the range [0, inf)")
+        m = self.max_in_flight
+        _check_param(
+            "max_in_flight", m, _is_int(m) and 0 <= m <= 64, "an int in the range [0, 64]"
+        )
 
     # --- the served model -------------------------------------------------------------
 
@@ -332,6 +360,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 
     def _drop_model(self) -> None:
         """Forgets the served model (deleting it if owned) and the fitted state."""
+        self._stop_sender(drain=False)
         fin = self.__dict__.pop("_finalizer", None)
         name = self.__dict__.pop("_model", None)
         if fin is not None and fin.alive:
@@ -339,7 +368,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             _delete_now(name, self.url, self.api_key, self._service())
         for attr in (
             "_cache", "_stale", "_sent", "_stats", "_dtype", "_fork_from", "_closed",
-            "_buf", "_buf_rows", "_served",
+            "_buf", "_buf_rows", "_served", "_kept", "_rows", "_buf_start",
         ):
             self.__dict__.pop(attr, None)
         for attr in ("n_components_", "n_samples_seen_"):
@@ -347,8 +376,18 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 
     def close(self) -> None:
         """Deletes the estimator-owned served model now (a named model is kept). The
-        fitted attributes stay usable; ``partial_fit`` then needs a new ``fit``."""
-        if self.__dict__.get("_stale"):
+        fitted attributes stay usable; ``partial_fit`` then needs a new ``fit``.
+
+        Waits for the rows sent in the background first; if a send failed, raises
+        :class:`streampca.SendError` naming the rows that were not applied (after
+        deleting the model and stopping the sender threads)."""
+        failed: Optional[SendError] = None
+        if "_sender" in self.__dict__ or self.__dict__.get("_kept"):
+            try:
+                self._flush_background(keep=False)
+            except SendError as e:
+                failed = e
+        if self.__dict__.get("_stale") and failed is None:
             try:
                 self._sync()
             except Exception:  # noqa: BLE001 - closing must not fail on a missing fit
@@ -364,6 +403,10 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             # A named model stays on the service: a later partial_fit attaches again.
             if owned:
                 self._closed = True
+        self._stop_sender(drain=False)
+        self.__dict__.pop("_kept", None)
+        if failed is not None:
+            raise failed
 
     def __enter__(self) -> "StreamPCA":
         return self
@@ -463,6 +506,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             c.import_snapshot(name, c.export_snapshot(source))
             self._own(name)
         self._model = name
+        self.__dict__.pop("_sent", None)  # the source's sequence numbers, not the copy's
 
     def _count(self, samples: float) -> Any:
         return int(round(samples)) if self.half_life is None else float(samples)
@@ -506,13 +550,20 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         return self
 
     def partial_fit(self, X: Any, y: Any = None, check_input: bool = True) -> "StreamPCA":
-        """Appends the rows of ``X`` to the served model as one batch (split only if
-        larger than 32 MiB). The fitted attributes follow on first use."""
+        """Appends the rows of ``X`` to the served model (coalesced with other calls'
+        rows up to ``buffer_bytes``, split only if larger than 32 MiB; sent in the
+        background with ``max_in_flight`` > 0). The fitted attributes follow on first
+        use. Raises :class:`streampca.SendError` if an earlier background send failed
+        (this call's rows are then not taken)."""
         if self.__dict__.get("_closed"):
             raise NotFittedError(
                 "this StreamPCA was closed (its served model deleted); call fit() to start "
                 "a new model"
             )
+        self._check_sends(
+            "This call's rows were not taken; flush() sends the kept rows again (or fit() "
+            "starts over) before partial_fit takes more"
+        )
         fork = "_model" not in self.__dict__ and "_fork_from" in self.__dict__
         first_pass = "_model" not in self.__dict__ and not fork
         if check_input:
@@ -553,9 +604,20 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         are batched, and no one else reads that model."""
         return self.buffer_bytes > 0 and self.model is None and self.half_life is None
 
+    def _background(self) -> bool:
+        """Rows are sent by background threads (``max_in_flight`` > 0) under the same
+        conditions as buffering: only this estimator reads the model, and the order of
+        the rows does not change the exact accumulator's fit."""
+        return self.max_in_flight > 0 and self.model is None and self.half_life is None
+
     def _ingest(self, X: np.ndarray) -> None:
         self._update_stats(X)
         self._stale = True
+        start = self.__dict__.get("_rows", 0)
+        self._rows = start + X.shape[0]
+        if self._background():
+            self._ingest_background(X, start)
+            return
         if not self._buffering():
             self.flush()  # rows left from before set_params(buffer_bytes=0)
             self._send(X)
@@ -580,9 +642,101 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self._buf_rows = used + n
         self.n_samples_seen_ += n
 
+    # --- background sending (max_in_flight > 0) ---------------------------------------
+
+    def _sender_for(self) -> Sender:
+        s = self.__dict__.get("_sender")
+        if s is None:
+            s = self._sender = Sender(self.url, self.api_key, self._model, self.max_in_flight)
+            # The threads hold no reference to the estimator: they stop when it is
+            # collected (rows still queued then are dropped, as the model is deleted).
+            self._sender_fin = weakref.finalize(self, close_sender, s)
+        return s
+
+    def _stop_sender(self, drain: bool) -> None:
+        """Stops and joins the sender threads (after the queued rows, with ``drain``)."""
+        fin = self.__dict__.pop("_sender_fin", None)
+        if fin is not None:
+            fin.detach()
+        s = self.__dict__.pop("_sender", None)
+        if s is not None:
+            s.close(wait=drain)
+
+    def _submit_buffer(self) -> None:
+        rows = self.__dict__.get("_buf_rows", 0)
+        if not rows:
+            return
+        start = self.__dict__.get("_buf_start", self.__dict__.get("_rows", rows) - rows)
+        batch = Batch(start, start + rows, self._buf[:rows])
+        # The array now belongs to the sender: the next rows go to a fresh buffer.
+        self.__dict__.pop("_buf")
+        self._buf_rows = 0
+        self._sender_for().submit(batch)
+
+    def _ingest_background(self, X: np.ndarray, start: int) -> None:
+        n, width = X.shape
+        self.n_samples_seen_ += n
+        buf = self.__dict__.get("_buf")
+        if buf is not None and buf.dtype != X.dtype:
+            self._submit_buffer()
+            buf = None
+        cap = max(1, self.buffer_bytes // (width * X.itemsize))
+        used = self.__dict__.get("_buf_rows", 0) if buf is not None else 0
+        if used + n > cap:
+            self._submit_buffer()
+            buf, used = None, 0
+        s = self._sender_for()
+        if n >= cap:
+            # One request per call (split at the service's body limit), of a copy: the
+            # caller may change X after partial_fit returns.
+            step = max(1, _MAX_REQUEST_BYTES // (width * X.itemsize))
+            for a in range(0, n, step):
+                b = min(n, a + step)
+                s.submit(Batch(start + a, start + b, np.array(X[a:b], order="C")))
+            return
+        if buf is None:
+            buf = self._buf = np.empty((cap, width), dtype=X.dtype)
+            self._buf_start = start
+        buf[used : used + n] = X
+        self._buf_rows = used + n
+        if used + n == cap:
+            self._submit_buffer()
+
+    def _check_sends(self, when: str, keep: bool = True) -> None:
+        """Raises :class:`SendError` for background sends that failed since the last
+        check, or (``partial_fit``) while rows of a failed send are kept unsent."""
+        s = self.__dict__.get("_sender")
+        failed = s.take_failed() if s is not None else []
+        kept = self.__dict__.get("_kept", [])
+        if failed:
+            self._kept = sorted(kept + [b for b in failed if not b.unknown], key=lambda b: b.start)
+            raise SendError(failed, when, keep=keep) from failed[0].error
+        if kept:
+            raise SendError(kept, when, keep=keep) from kept[0].error
+
+    def _flush_background(self, keep: bool = True) -> None:
+        s = self._sender_for()
+        self._submit_buffer()
+        for b in self.__dict__.pop("_kept", []):
+            b.error, b.unknown = None, False
+            s.submit(b)
+        s.wait()
+        if s.sequence >= 0:
+            self._sent = max(s.sequence, self.__dict__.get("_sent") or -1)
+        when = "" if keep else "close() deleted the served model: no row is kept"
+        self._check_sends(when, keep=keep)
+
     def flush(self) -> "StreamPCA":
-        """Sends the rows ``partial_fit`` has buffered (see ``buffer_bytes``). Reading a
-        fitted attribute, ``close``, ``fit`` and pickling flush on their own."""
+        """Sends the rows ``partial_fit`` has buffered (see ``buffer_bytes``) and waits
+        for every background send (``max_in_flight``), sending again the rows of a failed
+        send that the service did not apply. Raises :class:`streampca.SendError` if a
+        send failed (naming its rows). Reading a fitted attribute, ``close``, ``fit`` and
+        pickling flush on their own."""
+        if "_model" in self.__dict__ and (
+            "_sender" in self.__dict__ or self.__dict__.get("_kept") or self._background()
+        ):
+            self._flush_background()
+            return self
         rows = self.__dict__.get("_buf_rows", 0)
         if rows:
             self._send(self._buf[:rows])  # on failure the rows stay buffered
@@ -594,7 +748,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         rows = max(1, _MAX_REQUEST_BYTES // (X.shape[1] * X.itemsize))
         r = c.ingest(self._model, X, batch_size=rows)
         self.n_samples_seen_ = self._count(r.samples)
-        self._sent = r.sequence
+        self._sent = max(r.sequence, self.__dict__.get("_sent") or -1)
 
     def _update_stats(self, X: np.ndarray) -> None:
         """Per-feature count, mean and sum of squared deviations of the rows sent
@@ -635,8 +789,14 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
                 f"it has at least {need}: partial_fit more rows"
             )
         c = self._service()
-        c.wait_until_fitted(self._model, timeout=self.fit_timeout, sequence=self._sent)
+        c.wait_until_fitted(
+            self._model, timeout=self.fit_timeout, sequence=self.__dict__.get("_sent")
+        )
         fit = c.components(self._model)
+        if "_sender" in self.__dict__:
+            # The service's count: rows of a send that failed after it left are in it
+            # only if the service applied them.
+            self.n_samples_seen_ = self._count(fit.samples)
         if not fit.converged:
             warnings.warn(
                 f"the service's fit of {self._model!r} has not converged to tolerance "
@@ -803,13 +963,16 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
     # --- copies -----------------------------------------------------------------------
 
     def __getstate__(self) -> Dict[str, Any]:
+        if "_sender" in self.__dict__ or self.__dict__.get("_kept"):
+            self.flush()  # a failed background send is raised, not pickled away
         if self.__dict__.get("_stale"):
             try:
                 self._sync()
             except Exception:  # noqa: BLE001 - a copy without the fit is still a copy
                 pass
         state = dict(super().__getstate__())  # a copy: never change self.__dict__
-        state.pop("_finalizer", None)
+        for attr in ("_finalizer", "_sender", "_sender_fin", "_kept"):
+            state.pop(attr, None)
         # The copy does not own the served model: it forks it on its first partial_fit.
         if "_model" in state:
             state["_fork_from"] = state.pop("_model")
