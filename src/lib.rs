@@ -16,6 +16,7 @@
 //!   which talks to a running server over HTTP only.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod drift;
 pub mod durability;

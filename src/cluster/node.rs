@@ -1,0 +1,646 @@
+//! A cluster node: the async API the HTTP layer calls in cluster mode, and the
+//! background tasks every node runs (catalog watch, state watch, and one contender per
+//! partition fold and per model trainer, each of which works only while it holds the
+//! matching lease).
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_nats::connection::State as ConnState;
+use async_nats::jetstream::kv::Operation;
+use async_nats::jetstream::stream::{self as js_stream, DiscardPolicy, StorageType};
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+
+use crate::pca::{Batch, Components, TrainerState};
+use crate::persistence::{snapshot, ModelConfig, Snapshot};
+
+use super::catalog::{check_config, Catalog, ModelRecord};
+use super::checkpoint::{self, CheckpointPointer};
+use super::connect::{connect, Connection};
+use super::error::ClusterError;
+use super::lease::LeaseValue;
+use super::metrics::ClusterMetrics;
+use super::names::{checkpoint_key, parse_state_key, view_key};
+use super::publish::{self, PublishReceipt};
+use super::roles;
+use super::settings::ClusterSettings;
+use super::store::{get_object, leader_get, Cas};
+use super::trainer::merge_in_order;
+use super::view::{self, ViewPointer};
+use super::wire;
+
+/// A model's published view as this node serves it.
+#[derive(Debug, Clone)]
+pub struct ServedView {
+    /// The pointer (what was merged, counts).
+    pub pointer: ViewPointer,
+    /// The components, once enough samples arrived.
+    pub components: Option<Arc<Components>>,
+    revision: u64,
+}
+
+/// One partition's state, for status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionStatus {
+    /// k.
+    pub partition: u32,
+    /// The node holding its fold lease.
+    pub owner: Option<String>,
+    /// Its newest committed checkpoint.
+    pub checkpoint: Option<CheckpointPointer>,
+}
+
+/// A model's status in cluster mode.
+#[derive(Debug, Clone)]
+pub struct ModelStatus {
+    /// Catalog record (configuration, generation, partitions).
+    pub record: Arc<ModelRecord>,
+    /// The newest view, if any was published.
+    pub view: Option<Arc<ServedView>>,
+    /// Per-partition owners and checkpoints.
+    pub partitions: Vec<PartitionStatus>,
+    /// The node holding the train lease.
+    pub trainer: Option<String>,
+}
+
+/// What an acknowledged batch returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestReceipt {
+    /// Rows in the batch.
+    pub accepted: usize,
+    /// Where it went and whether it was a duplicate.
+    pub publish: PublishReceipt,
+}
+
+/// Readiness for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// The NATS connection is up.
+    pub connected: bool,
+    /// The model bucket answers.
+    pub catalog: bool,
+}
+
+impl Readiness {
+    /// Both conditions hold.
+    pub fn ready(&self) -> bool {
+        self.connected && self.catalog
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) conn: Connection,
+    pub(crate) settings: ClusterSettings,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) metrics: ClusterMetrics,
+    views: RwLock<HashMap<(String, u64), Arc<ServedView>>>,
+    checkpoints: RwLock<HashMap<(String, u64, u32), CheckpointPointer>>,
+    leases: RwLock<HashMap<String, LeaseValue>>,
+    pub(crate) held: Arc<AtomicUsize>,
+    roles: Mutex<HashMap<(String, u64), roles::ModelRoles>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running cluster node. Cloning is cheap (one `Arc`).
+#[derive(Clone)]
+pub struct ClusterNode {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("node", &self.inner.settings.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ClusterNode {
+    /// Connects, loads the catalog and starts this node's background work.
+    ///
+    /// # Errors
+    /// [`ClusterError::ServerTooOld`] or [`ClusterError::Setup`].
+    pub async fn start(settings: ClusterSettings) -> Result<Self, ClusterError> {
+        let conn = connect(&settings).await?;
+        let catalog = Arc::new(Catalog::new(conn.clone()));
+        catalog.load().await?;
+        let inner = Arc::new(Inner {
+            conn,
+            settings,
+            catalog: catalog.clone(),
+            metrics: ClusterMetrics::new(),
+            views: RwLock::new(HashMap::new()),
+            checkpoints: RwLock::new(HashMap::new()),
+            leases: RwLock::new(HashMap::new()),
+            held: Arc::new(AtomicUsize::new(0)),
+            roles: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut tasks = vec![tokio::spawn(catalog.watch())];
+        tasks.push(tokio::spawn(watch_state(inner.clone())));
+        tasks.push(tokio::spawn(supervise(inner.clone())));
+        *lock(&inner.tasks) = tasks;
+        Ok(Self { inner })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.settings.node_id
+    }
+
+    /// The connection (server version, replicas, `max_payload`).
+    pub fn connection(&self) -> &Connection {
+        &self.inner.conn
+    }
+
+    /// This node's cluster metrics.
+    pub fn metrics(&self) -> &ClusterMetrics {
+        &self.inner.metrics
+    }
+
+    /// Largest encoded batch accepted, bytes.
+    pub fn max_batch_bytes(&self) -> usize {
+        publish::max_batch_bytes(&self.inner.conn)
+    }
+
+    /// Creates a model (or returns the identical existing one: `false`).
+    ///
+    /// # Errors
+    /// [`ClusterError::ModelExists`], [`ClusterError::InvalidParameter`] (including
+    /// `half_life`, refused in cluster mode), [`ClusterError::Unavailable`].
+    pub async fn create_model(
+        &self,
+        config: ModelConfig,
+    ) -> Result<(ModelRecord, bool), ClusterError> {
+        let name = config.name.clone();
+        let inner = &self.inner;
+        inner
+            .catalog
+            .create(
+                config,
+                inner.settings.partitions,
+                |generation| create_stream(inner, name.clone(), generation),
+                |generation| delete_stream(inner, name.clone(), generation),
+            )
+            .await
+    }
+
+    /// Deletes a model: its record at once (every node stops serving it within a
+    /// second), then its stream, pointers and objects.
+    ///
+    /// # Errors
+    /// [`ClusterError::ModelNotFound`] or [`ClusterError::Unavailable`].
+    pub async fn delete_model(&self, name: &str) -> Result<(), ClusterError> {
+        let record = self.inner.catalog.delete(name).await?;
+        roles::stop_model(&self.inner, name, record.generation).await;
+        cleanup(&self.inner, &record).await;
+        Ok(())
+    }
+
+    /// Every model this node knows, by name.
+    pub fn models(&self) -> Vec<Arc<ModelRecord>> {
+        self.inner.catalog.all()
+    }
+
+    /// Publishes a checked batch to the model's stream and returns once JetStream has
+    /// stored it (on a quorum of the stream's replicas). `idempotency_key`: the client's
+    /// `Idempotency-Key`; a retry with the same key within the dedup window is stored
+    /// once.
+    ///
+    /// # Errors
+    /// [`ClusterError::ModelNotFound`], [`ClusterError::DimensionMismatch`] for a batch
+    /// checked against another shape, [`ClusterError::InvalidParameter`] for a bad key,
+    /// [`ClusterError::TooLarge`], [`ClusterError::Unavailable`] (503 + `Retry-After`).
+    pub async fn ingest(
+        &self,
+        name: &str,
+        batch: &Batch,
+        idempotency_key: Option<&str>,
+    ) -> Result<IngestReceipt, ClusterError> {
+        if let Some(k) = idempotency_key {
+            publish::check_key(k)?;
+        }
+        let record = self.inner.catalog.require(name).await?;
+        let c = &record.config;
+        if batch.shape().dim != c.dim || batch.shape().target_dim != c.target_dim {
+            return Err(ClusterError::DimensionMismatch(format!(
+                "the batch has rows of {} (targets {:?}); model `{name}` expects {} (targets {:?})",
+                batch.shape().dim,
+                batch.shape().target_dim,
+                c.dim,
+                c.target_dim
+            )));
+        }
+        let encoded = wire::encode(batch);
+        let msg_id = publish::message_id(idempotency_key);
+        let start = tokio::time::Instant::now();
+        let s = &self.inner.settings;
+        let receipt = publish::publish(
+            &self.inner.conn,
+            &record,
+            encoded,
+            &msg_id,
+            s.publish_retry,
+            s.request_timeout,
+        )
+        .await?;
+        self.inner
+            .metrics
+            .published(name, start.elapsed(), receipt.retries);
+        Ok(IngestReceipt {
+            accepted: batch.rows(),
+            publish: receipt,
+        })
+    }
+
+    /// The model's newest view as this node serves it.
+    ///
+    /// # Errors
+    /// [`ClusterError::ModelNotFound`].
+    pub async fn view(&self, name: &str) -> Result<Option<Arc<ServedView>>, ClusterError> {
+        let record = self.inner.catalog.require(name).await?;
+        Ok(read(&self.inner.views)
+            .get(&(name.to_owned(), record.generation))
+            .cloned())
+    }
+
+    /// The fitted components every node serves for the model.
+    ///
+    /// # Errors
+    /// [`ClusterError::ModelNotFound`], [`ClusterError::NotFitted`].
+    pub async fn components(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<Components>, ViewPointer), ClusterError> {
+        match self.view(name).await? {
+            Some(v) => match &v.components {
+                Some(c) => Ok((c.clone(), v.pointer.clone())),
+                None => Err(ClusterError::NotFitted(name.to_owned())),
+            },
+            None => Err(ClusterError::NotFitted(name.to_owned())),
+        }
+    }
+
+    /// Status: record, view, partition owners and checkpoints.
+    ///
+    /// # Errors
+    /// [`ClusterError::ModelNotFound`].
+    pub async fn status(&self, name: &str) -> Result<ModelStatus, ClusterError> {
+        let record = self.inner.catalog.require(name).await?;
+        let g = record.generation;
+        let view = read(&self.inner.views).get(&(name.to_owned(), g)).cloned();
+        let leases = read(&self.inner.leases);
+        let ckpts = read(&self.inner.checkpoints);
+        let partitions = (0..record.partitions)
+            .map(|k| PartitionStatus {
+                partition: k,
+                owner: leases
+                    .get(&super::names::fold_lease_key(name, g, k))
+                    .map(|l| l.node.clone()),
+                checkpoint: ckpts.get(&(name.to_owned(), g, k)).cloned(),
+            })
+            .collect();
+        let trainer = leases
+            .get(&super::names::train_lease_key(name, g))
+            .map(|l| l.node.clone());
+        drop((leases, ckpts));
+        Ok(ModelStatus {
+            record,
+            view,
+            partitions,
+            trainer,
+        })
+    }
+
+    /// The merged state of the newest committed checkpoints as one snapshot (the same
+    /// format as embedded mode's export), with the trainer's warm start.
+    ///
+    /// # Errors
+    /// [`ClusterError::ModelNotFound`], [`ClusterError::Unavailable`].
+    pub async fn export(&self, name: &str) -> Result<Vec<u8>, ClusterError> {
+        let record = self.inner.catalog.require(name).await?;
+        let conn = &self.inner.conn;
+        let mut accs = Vec::new();
+        let (mut seq, mut batches) = (0u64, 0u64);
+        for k in 0..record.partitions {
+            if let Some((p, _)) = checkpoint::read_pointer(conn, &record, k).await? {
+                seq = seq.max(p.seq);
+                batches += p.batches;
+                accs.push(checkpoint::load(conn, &record, &p).await?);
+            }
+        }
+        let trainer = match leader_get(&conn.state, &view_key(name, record.generation)).await? {
+            Some(v) => match serde_json::from_slice::<ViewPointer>(&v.value) {
+                Ok(p) => get_object(&conn.blobs, &p.object, Duration::from_secs(5))
+                    .await
+                    .ok()
+                    .and_then(|b| view::decode(&b).ok())
+                    .map(|(_, t)| t)
+                    .unwrap_or_default(),
+                Err(_) => TrainerState::default(),
+            },
+            None => TrainerState::default(),
+        };
+        let rec = record.clone();
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<_> = accs.iter().collect();
+            let merged = merge_in_order(&rec, &refs)?;
+            snapshot::encode(&Snapshot {
+                config: rec.config.clone(),
+                sequence: seq,
+                batches,
+                accumulator: merged.to_parts(),
+                trainer,
+            })
+            .map_err(|e| ClusterError::Setup(e.to_string()))
+        })
+        .await
+        .map_err(|e| ClusterError::unavailable(e.to_string()))?
+    }
+
+    /// Creates a model from an exported snapshot: its accumulator becomes partition
+    /// 0's first checkpoint, committed before the model becomes visible.
+    ///
+    /// # Errors
+    /// [`ClusterError::InvalidSnapshot`], [`ClusterError::ModelExists`],
+    /// [`ClusterError::InvalidParameter`] (e.g. `half_life`), [`ClusterError::Unavailable`].
+    pub async fn import(&self, bytes: &[u8]) -> Result<ModelRecord, ClusterError> {
+        let snap =
+            snapshot::decode(bytes).map_err(|e| ClusterError::InvalidSnapshot(e.to_string()))?;
+        check_config(&snap.config)?;
+        let inner = &self.inner;
+        let name = snap.config.name.clone();
+        if inner.catalog.fresh(&name).await?.is_some() {
+            return Err(ClusterError::ModelExists(name));
+        }
+        let encoded = snapshot::encode(&Snapshot {
+            trainer: TrainerState::default(),
+            sequence: 0,
+            ..snap.clone()
+        })
+        .map_err(|e| ClusterError::InvalidSnapshot(e.to_string()))?;
+        let rows = snap.accumulator.count.round().max(0.0) as u64;
+        let batches = snap.batches;
+        let (record, created) = inner
+            .catalog
+            .create(
+                snap.config.clone(),
+                inner.settings.partitions,
+                |generation| {
+                    let name = name.clone();
+                    async move {
+                        create_stream(inner, name.clone(), generation).await?;
+                        let rec = ModelRecord {
+                            config: snap.config.clone(),
+                            generation,
+                            partitions: inner.settings.partitions,
+                            created_ms: 0,
+                        };
+                        let p = CheckpointPointer {
+                            seq: 0,
+                            covered: 0,
+                            batches,
+                            rows,
+                            rejected: 0,
+                            object: None,
+                            node: inner.settings.node_id.clone(),
+                            written_ms: 0,
+                        };
+                        match checkpoint::commit(&inner.conn, &rec, 0, Some(encoded), p, None)
+                            .await?
+                        {
+                            (Cas::Written(_), _) => Ok(()),
+                            (Cas::Conflict, _) => Err(ClusterError::unavailable("import raced")),
+                        }
+                    }
+                },
+                |generation| delete_stream(inner, name.clone(), generation),
+            )
+            .await?;
+        if !created {
+            return Err(ClusterError::ModelExists(record.config.name));
+        }
+        Ok(record)
+    }
+
+    /// Whether the connection is up and the catalog bucket answers.
+    pub async fn readiness(&self) -> Readiness {
+        let connected = self.inner.conn.client.connection_state() == ConnState::Connected;
+        let catalog = connected
+            && tokio::time::timeout(Duration::from_secs(2), self.inner.conn.models.status())
+                .await
+                .is_ok_and(|r| r.is_ok());
+        Readiness { connected, catalog }
+    }
+
+    /// Stops every background task, releasing held leases so other nodes take over at
+    /// once.
+    pub async fn shutdown(&self) {
+        for h in lock(&self.inner.tasks).drain(..) {
+            h.abort();
+        }
+        roles::stop_all(&self.inner).await;
+        let _ = self.inner.conn.client.flush().await;
+    }
+}
+
+async fn create_stream(inner: &Inner, name: String, generation: u64) -> Result<(), ClusterError> {
+    let n = &inner.conn.names;
+    let cfg = js_stream::Config {
+        name: n.stream(&name, generation),
+        subjects: vec![n.stream_subjects(&name, generation)],
+        storage: StorageType::File,
+        num_replicas: inner.conn.replicas,
+        discard: DiscardPolicy::New,
+        max_bytes: inner.settings.stream_max_bytes,
+        duplicate_window: inner.settings.dedup_window,
+        allow_atomic_publish: inner.conn.atomic_batches,
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + inner.settings.publish_retry;
+    loop {
+        match inner.conn.js.create_stream(cfg.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(ClusterError::unavailable(format!(
+                    "creating the stream of {name}: {e}"
+                )))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn delete_stream(inner: &Inner, name: String, generation: u64) {
+    let _ = inner
+        .conn
+        .js
+        .delete_stream(inner.conn.names.stream(&name, generation))
+        .await;
+}
+
+/// Removes a deleted model's stream, pointers, leases and objects (best effort: every
+/// name carries the generation, so leftovers never touch a new model of the name).
+async fn cleanup(inner: &Inner, record: &ModelRecord) {
+    let (name, g) = (record.config.name.as_str(), record.generation);
+    delete_stream(inner, name.to_owned(), g).await;
+    let mut keys = vec![view_key(name, g), super::names::train_lease_key(name, g)];
+    for k in 0..record.partitions {
+        keys.push(checkpoint_key(name, g, k));
+        keys.push(super::names::fold_lease_key(name, g, k));
+    }
+    for key in keys {
+        let _ = inner.conn.state.purge(&key).await;
+    }
+    if let Ok(mut list) = inner.conn.blobs.list().await {
+        let prefixes = [format!("ckpt/{name}/{g}/"), format!("view/{name}/{g}/")];
+        let mut doomed = Vec::new();
+        while let Some(Ok(o)) = list.next().await {
+            if prefixes.iter().any(|p| o.name.starts_with(p)) {
+                doomed.push(o.name);
+            }
+        }
+        for o in doomed {
+            let _ = inner.conn.blobs.delete(&o).await;
+        }
+    }
+    inner.metrics.remove_model(name, record.partitions);
+}
+
+/// Keeps this node's copies of views, checkpoint pointers and lease holders current.
+async fn watch_state(inner: Arc<Inner>) {
+    loop {
+        if let Ok(mut w) = inner.conn.state.watch_all().await {
+            while let Some(Ok(e)) = w.next().await {
+                let Some((kind, model, g, rest)) = parse_state_key(&e.key) else {
+                    continue;
+                };
+                let put = e.operation == Operation::Put;
+                match kind {
+                    "view" if put => {
+                        let Ok(p) = serde_json::from_slice::<ViewPointer>(&e.value) else {
+                            continue;
+                        };
+                        let key = (model.to_owned(), g);
+                        let newer = read(&inner.views)
+                            .get(&key)
+                            .is_none_or(|v| v.revision < e.revision);
+                        if !newer {
+                            continue;
+                        }
+                        let components = match get_object(
+                            &inner.conn.blobs,
+                            &p.object,
+                            Duration::from_secs(5),
+                        )
+                        .await
+                        {
+                            Ok(bytes) => match view::decode(&bytes) {
+                                Ok((c, _)) => c.map(Arc::new),
+                                Err(err) => {
+                                    tracing::warn!(model, error = %err, "unreadable view");
+                                    continue;
+                                }
+                            },
+                            Err(err) => {
+                                tracing::debug!(model, error = %err, "view object not readable (superseded?)");
+                                continue;
+                            }
+                        };
+                        write(&inner.views).insert(
+                            key,
+                            Arc::new(ServedView {
+                                pointer: p,
+                                components,
+                                revision: e.revision,
+                            }),
+                        );
+                    }
+                    "view" => {
+                        write(&inner.views).remove(&(model.to_owned(), g));
+                    }
+                    "ckpt" => {
+                        let Some(k) = rest.and_then(|r| r.parse::<u32>().ok()) else {
+                            continue;
+                        };
+                        let key = (model.to_owned(), g, k);
+                        match serde_json::from_slice::<CheckpointPointer>(&e.value) {
+                            Ok(p) if put => {
+                                inner.metrics.set_checkpoint_time(
+                                    model,
+                                    &k.to_string(),
+                                    p.written_ms as f64 / 1000.0,
+                                );
+                                write(&inner.checkpoints).insert(key, p);
+                            }
+                            _ => {
+                                write(&inner.checkpoints).remove(&key);
+                            }
+                        }
+                    }
+                    "lease" => match serde_json::from_slice::<LeaseValue>(&e.value) {
+                        Ok(l) if put => {
+                            write(&inner.leases).insert(e.key.clone(), l);
+                        }
+                        _ => {
+                            write(&inner.leases).remove(&e.key);
+                        }
+                    },
+                    _ => {}
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Starts and stops role contenders as models come and go.
+async fn supervise(inner: Arc<Inner>) {
+    let mut changes = inner.catalog.subscribe();
+    loop {
+        let live: HashMap<(String, u64), Arc<ModelRecord>> = inner
+            .catalog
+            .all()
+            .into_iter()
+            .map(|r| ((r.config.name.clone(), r.generation), r))
+            .collect();
+        let gone: Vec<(String, u64)> = lock(&inner.roles)
+            .keys()
+            .filter(|k| !live.contains_key(*k))
+            .cloned()
+            .collect();
+        for (name, g) in gone {
+            roles::stop_model(&inner, &name, g).await;
+        }
+        for (key, record) in live {
+            let mut roles_map = lock(&inner.roles);
+            if !roles_map.contains_key(&key) {
+                roles_map.insert(key, roles::ModelRoles::start(&inner, record));
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+pub(crate) fn roles_map(
+    inner: &Inner,
+) -> std::sync::MutexGuard<'_, HashMap<(String, u64), roles::ModelRoles>> {
+    lock(&inner.roles)
+}
