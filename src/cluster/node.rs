@@ -153,7 +153,9 @@ impl ClusterNode {
         });
         let mut tasks = vec![tokio::spawn(catalog.watch())];
         tasks.push(tokio::spawn(watch_state(inner.clone())));
-        tasks.push(tokio::spawn(supervise(inner.clone())));
+        if inner.settings.worker {
+            tasks.push(tokio::spawn(supervise(inner.clone())));
+        }
         *lock(&inner.tasks) = tasks;
         Ok(Self { inner })
     }

@@ -48,6 +48,9 @@ pub struct ClusterSettings {
     pub publish_retry: Duration,
     /// Per-request timeout of JetStream API calls and publishes.
     pub request_timeout: Duration,
+    /// Whether this node folds partitions and trains models (false: it only ingests
+    /// and answers queries).
+    pub worker: bool,
 }
 
 impl ClusterSettings {
@@ -70,6 +73,7 @@ impl ClusterSettings {
             checkpoint_interval: Duration::from_secs(1),
             publish_retry: Duration::from_secs(8),
             request_timeout: Duration::from_secs(5),
+            worker: true,
         }
     }
 
