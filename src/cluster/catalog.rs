@@ -305,7 +305,7 @@ impl Catalog {
     /// restarts).
     pub async fn watch(self: Arc<Self>) {
         loop {
-            match self.conn.models.watch_all().await {
+            match self.conn.models.watch_with_history(">").await {
                 Ok(mut w) => {
                     while let Some(e) = w.next().await {
                         let Ok(e) = e else { break };

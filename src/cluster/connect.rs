@@ -107,7 +107,7 @@ pub async fn connect(s: &ClusterSettings) -> Result<Connection, ClusterError> {
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
     let client = opts
-        .connect(s.urls.join(","))
+        .connect(s.urls.clone())
         .await
         .map_err(|e| setup(&format!("connecting to {}", s.urls.join(",")), e))?;
     let info = client.server_info();

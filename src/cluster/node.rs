@@ -527,7 +527,7 @@ async fn cleanup(inner: &Inner, record: &ModelRecord) {
 /// Keeps this node's copies of views, checkpoint pointers and lease holders current.
 async fn watch_state(inner: Arc<Inner>) {
     loop {
-        if let Ok(mut w) = inner.conn.state.watch_all().await {
+        if let Ok(mut w) = inner.conn.state.watch_with_history(">").await {
             while let Some(Ok(e)) = w.next().await {
                 let Some((kind, model, g, rest)) = parse_state_key(&e.key) else {
                     continue;

@@ -56,6 +56,13 @@ pub struct ClusterSettings {
 impl ClusterSettings {
     /// Settings with defaults for everything but the server URLs.
     pub fn new(urls: Vec<String>) -> Self {
+        // `--nats a,b` and `STREAMPCA_NATS_URL=a,b` arrive as one string: split it.
+        let urls = urls
+            .iter()
+            .flat_map(|u| u.split(','))
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
         Self {
             urls,
             node_id: default_node_id(),
