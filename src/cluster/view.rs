@@ -132,3 +132,46 @@ pub fn decode(bytes: &[u8]) -> Result<(Option<Components>, TrainerState), Decode
     }
     Ok((components, trainer))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use nalgebra::{DMatrix, DVector};
+
+    use super::*;
+
+    #[test]
+    fn views_round_trip_bit_for_bit_and_damage_is_refused() {
+        let c = Components {
+            vectors: DMatrix::from_fn(5, 2, |i, j| (i as f64 - 2.0) * 0.1 + j as f64 / 3.0),
+            eigenvalues: vec![3.5, 1.0 / 3.0],
+            explained_variance_ratio: vec![0.7, 0.2],
+            error_bounds: vec![1e-9, 2e-8],
+            relative_gaps: vec![0.9, 0.5],
+            loss: 0.125,
+            converged: true,
+            steps: 7,
+            products: 21.5,
+            mean: DVector::from_vec(vec![1.0, -2.0, f64::MIN_POSITIVE, 4.0, 5.0]),
+            mean_y: None,
+            regression: Some(DMatrix::from_element(1, 5, -0.5)),
+            samples: 1234.0,
+        };
+        let t = TrainerState {
+            q: Some(DMatrix::from_element(5, 3, 0.25)),
+            a: None,
+            b: None,
+            previous: Some(c.vectors.clone()),
+            total_steps: 99,
+        };
+        let bytes = encode(Some(&c), &t);
+        let (c2, t2) = decode(&bytes).unwrap();
+        assert_eq!(c2.as_ref(), Some(&c));
+        assert_eq!(t2, t);
+        let empty = encode(None, &TrainerState::default());
+        assert_eq!(decode(&empty).unwrap(), (None, TrainerState::default()));
+        let mut bad = bytes.clone();
+        bad[20] ^= 0x40;
+        assert!(decode(&bad).unwrap_err().0.contains("checksum"));
+    }
+}

@@ -54,7 +54,7 @@ impl NodeProcess {
         let exe = std::env::current_exe().expect("test binary");
         let mut child = Command::new(exe)
             .args([
-                "cluster_node_process",
+                "failover::cluster_node_process",
                 "--exact",
                 "--ignored",
                 "--nocapture",
@@ -63,20 +63,25 @@ impl NodeProcess {
             .env("STREAMPCA_CHILD_NATS", urls.join(","))
             .env("STREAMPCA_CHILD_NODE", id)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn node process");
         let out = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if line.contains("node-ready") {
-                    let _ = tx.send(());
-                }
+                let ready = line.contains("node-ready");
+                let _ = tx.send((ready, line));
             }
         });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("node process ready");
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok((true, _)) => break,
+                Ok((false, line)) => seen.push(line),
+                Err(e) => panic!("node process not ready ({e}); it printed {seen:?}"),
+            }
+        }
         Self { child }
     }
 

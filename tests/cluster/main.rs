@@ -1,6 +1,8 @@
 //! Cluster mode against real `nats-server` processes (skipped when `nats-server` is not
 //! on PATH, unless `STREAMPCA_REQUIRE_NATS=1`).
 
+#![allow(clippy::unwrap_used, reason = "tests")]
+
 mod failover;
 mod nats;
 mod support;

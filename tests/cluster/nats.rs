@@ -206,11 +206,6 @@ impl NatsCluster {
         self.nodes[i].kill();
         self.nodes[i].start();
     }
-
-    /// The server log of node `i` (for failure messages).
-    pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
-    }
 }
 
 impl Drop for NatsCluster {
