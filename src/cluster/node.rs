@@ -630,10 +630,9 @@ async fn supervise(inner: Arc<Inner>) {
             roles::stop_model(&inner, &name, g).await;
         }
         for (key, record) in live {
-            let mut roles_map = lock(&inner.roles);
-            if !roles_map.contains_key(&key) {
-                roles_map.insert(key, roles::ModelRoles::start(&inner, record));
-            }
+            lock(&inner.roles)
+                .entry(key)
+                .or_insert_with(|| roles::ModelRoles::start(&inner, record));
         }
         if changes.changed().await.is_err() {
             return;

@@ -220,7 +220,17 @@ pub fn decode(bytes: &[u8], shape: Shape) -> Result<Batch, DecodeError> {
 /// together, so this means the stream was damaged.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    current: Option<([u8; 16], u32, u32, u64, Vec<u8>)>,
+    current: Option<Partial>,
+}
+
+/// A batch being reassembled.
+#[derive(Debug)]
+struct Partial {
+    id: [u8; 16],
+    next: u32,
+    count: u32,
+    total: u64,
+    buf: Vec<u8>,
 }
 
 impl Assembler {
@@ -255,13 +265,17 @@ impl Assembler {
             None if index == 0 => {
                 let mut buf = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
                 buf.extend_from_slice(body);
-                self.current = Some((id, 1, count, total, buf));
+                self.current = Some(Partial {
+                    id,
+                    next: 1,
+                    count,
+                    total,
+                    buf,
+                });
             }
-            Some((cid, next, ccount, ctotal, buf))
-                if *cid == id && *next == index && *ccount == count && *ctotal == total =>
-            {
-                buf.extend_from_slice(body);
-                *next += 1;
+            Some(p) if p.id == id && p.next == index && p.count == count && p.total == total => {
+                p.buf.extend_from_slice(body);
+                p.next += 1;
             }
             _ => {
                 self.current = None;
@@ -270,11 +284,10 @@ impl Assembler {
                 )));
             }
         }
-        let done = matches!(&self.current, Some((_, next, count, _, _)) if next == count);
-        if !done {
+        if self.current.as_ref().is_none_or(|p| p.next != p.count) {
             return Ok(None);
         }
-        let Some((_, _, _, total, buf)) = self.current.take() else {
+        let Some(Partial { total, buf, .. }) = self.current.take() else {
             return Ok(None);
         };
         if buf.len() as u64 != total {

@@ -104,7 +104,7 @@ fn split_joined<T: Copy>(values: Vec<T>, shape: Shape) -> (Vec<T>, Option<Vec<T>
         return (values, None);
     };
     let w = shape.dim + t;
-    if w == 0 || values.len() % w != 0 {
+    if w == 0 || !values.len().is_multiple_of(w) {
         return (values, Some(Vec::new()));
     }
     let rows = values.len() / w;
@@ -321,7 +321,7 @@ fn check_values<T: Copy + Into<f64>>(
     }
     let Some(i) = values
         .iter()
-        .position(|v| !((*v).into().abs() <= MAX_ABS_VALUE))
+        .position(|v| !all_within_bound(std::slice::from_ref(v)))
     else {
         return Ok(());
     };

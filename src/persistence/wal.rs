@@ -984,7 +984,7 @@ mod tests {
     fn record(seq: u64, dim: usize) -> WalRecord {
         let mut rng = StdRng::seed_from_u64(seq);
         let rows = 1 + (seq % 3) as usize;
-        let target_dim = (seq % 3 == 0).then_some(2);
+        let target_dim = seq.is_multiple_of(3).then_some(2);
         let mut x: Vec<f64> = (0..rows * dim).map(|_| rng.gen_range(-1e3..1e3)).collect();
         x[0] = -0.0;
         if x.len() > 1 {
