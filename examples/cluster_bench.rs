@@ -31,11 +31,15 @@ const DIM: usize = 784;
 const ROWS: usize = 256;
 const PRODUCERS: usize = 4;
 
-struct Servers(Vec<Child>, tempfile::TempDir);
+/// Server processes and their stores (removed when this drops).
+struct Servers {
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
 
 impl Drop for Servers {
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -86,7 +90,7 @@ fn start_nats(n: usize) -> Result<(Servers, Vec<String>)> {
         );
         urls.push(format!("nats://127.0.0.1:{port}"));
     }
-    Ok((Servers(children, dir), urls))
+    Ok((Servers { children, _dir: dir }, urls))
 }
 
 fn batches(count: usize, dim: usize) -> Vec<Batch> {
