@@ -90,7 +90,13 @@ fn start_nats(n: usize) -> Result<(Servers, Vec<String>)> {
         );
         urls.push(format!("nats://127.0.0.1:{port}"));
     }
-    Ok((Servers { children, _dir: dir }, urls))
+    Ok((
+        Servers {
+            children,
+            _dir: dir,
+        },
+        urls,
+    ))
 }
 
 fn batches(count: usize, dim: usize) -> Vec<Batch> {

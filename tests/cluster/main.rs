@@ -255,3 +255,58 @@ async fn idempotency_keys_and_batches_over_max_payload() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_stream_is_reported_and_never_folded_past() {
+    let Some(nats) = NatsCluster::single() else {
+        return;
+    };
+    let mut ps = settings(nats.urls(), "p");
+    ps.worker = false;
+    ps.partitions = 1;
+    let p = ClusterNode::start(ps).await.expect("start p");
+    let (rec, _) = p.create_model(config("gap", 4, 1)).await.expect("create");
+    let src = Source::new(4, 5);
+    for id in 0..6 {
+        p.ingest("gap", &src.batch(id, 10, false), None)
+            .await
+            .expect("ingest");
+    }
+    // Something other than the trainer removes unfolded messages (limits, an operator's
+    // purge): sequences 1 and 2 are gone before any node folded them.
+    let conn = p.connection();
+    let stream = conn
+        .js
+        .get_stream(conn.names.stream("gap", rec.generation))
+        .await
+        .expect("stream");
+    stream.purge().sequence(3).await.expect("purge");
+    let mut ws = settings(nats.urls(), "w");
+    ws.partitions = 1;
+    let w = ClusterNode::start(ws).await.expect("start w");
+    let start = Instant::now();
+    let reported = "streampca_cluster_fold_gaps_total{model=\"gap\",partition=\"0\"}";
+    while !w
+        .metrics()
+        .gather()
+        .lines()
+        .any(|l| l.starts_with(reported))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "gap never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let view = w.view("gap").await.expect("model exists");
+    let rows = view.map_or(0, |v| v.pointer.rows);
+    assert_eq!(rows, 0, "batches after the gap must not be folded past it");
+    let status = w.status("gap").await.expect("status");
+    assert!(status.partitions[0]
+        .checkpoint
+        .as_ref()
+        .is_none_or(|c| c.seq == 0));
+    w.shutdown().await;
+    p.shutdown().await;
+}
