@@ -46,6 +46,7 @@ pub mod names;
 pub mod node;
 pub mod publish;
 mod roles;
+mod served;
 pub mod settings;
 pub mod store;
 pub mod trainer;

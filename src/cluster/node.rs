@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::connection::State as ConnState;
-use async_nats::jetstream::kv::Operation;
 use async_nats::jetstream::stream::{self as js_stream, DiscardPolicy, StorageType};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
@@ -23,9 +22,10 @@ use super::connect::{connect, Connection};
 use super::error::ClusterError;
 use super::lease::LeaseValue;
 use super::metrics::ClusterMetrics;
-use super::names::{checkpoint_key, parse_state_key, view_key};
+use super::names::{checkpoint_key, view_key};
 use super::publish::{self, PublishReceipt};
 use super::roles;
+use super::served;
 use super::settings::ClusterSettings;
 use super::store::{get_object, leader_get, Cas};
 use super::trainer::merge_in_order;
@@ -39,7 +39,7 @@ pub struct ServedView {
     pub pointer: ViewPointer,
     /// The components, once enough samples arrived.
     pub components: Option<Arc<Components>>,
-    revision: u64,
+    pub(crate) revision: u64,
 }
 
 /// One partition's state, for status.
@@ -96,11 +96,11 @@ pub(crate) struct Inner {
     pub(crate) settings: ClusterSettings,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) metrics: ClusterMetrics,
-    views: RwLock<HashMap<(String, u64), Arc<ServedView>>>,
-    checkpoints: RwLock<HashMap<(String, u64, u32), CheckpointPointer>>,
-    leases: RwLock<HashMap<String, LeaseValue>>,
+    pub(crate) views: RwLock<HashMap<(String, u64), Arc<ServedView>>>,
+    pub(crate) checkpoints: RwLock<HashMap<(String, u64, u32), CheckpointPointer>>,
+    pub(crate) leases: RwLock<HashMap<String, LeaseValue>>,
     pub(crate) held: Arc<AtomicUsize>,
-    roles: Mutex<HashMap<(String, u64), roles::ModelRoles>>,
+    pub(crate) roles: Mutex<HashMap<(String, u64), roles::ModelRoles>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -118,15 +118,15 @@ impl std::fmt::Debug for ClusterNode {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -152,9 +152,9 @@ impl ClusterNode {
             tasks: Mutex::new(Vec::new()),
         });
         let mut tasks = vec![tokio::spawn(catalog.watch())];
-        tasks.push(tokio::spawn(watch_state(inner.clone())));
+        tasks.push(tokio::spawn(served::watch_state(inner.clone())));
         if inner.settings.worker {
-            tasks.push(tokio::spawn(supervise(inner.clone())));
+            tasks.push(tokio::spawn(roles::supervise(inner.clone())));
         }
         *lock(&inner.tasks) = tasks;
         Ok(Self { inner })
@@ -522,122 +522,6 @@ async fn cleanup(inner: &Inner, record: &ModelRecord) {
         }
     }
     inner.metrics.remove_model(name, record.partitions);
-}
-
-/// Keeps this node's copies of views, checkpoint pointers and lease holders current.
-async fn watch_state(inner: Arc<Inner>) {
-    loop {
-        if let Ok(mut w) = inner.conn.state.watch_with_history(">").await {
-            while let Some(Ok(e)) = w.next().await {
-                let Some((kind, model, g, rest)) = parse_state_key(&e.key) else {
-                    continue;
-                };
-                let put = e.operation == Operation::Put;
-                match kind {
-                    "view" if put => {
-                        let Ok(p) = serde_json::from_slice::<ViewPointer>(&e.value) else {
-                            continue;
-                        };
-                        let key = (model.to_owned(), g);
-                        let newer = read(&inner.views)
-                            .get(&key)
-                            .is_none_or(|v| v.revision < e.revision);
-                        if !newer {
-                            continue;
-                        }
-                        let components = match get_object(
-                            &inner.conn.blobs,
-                            &p.object,
-                            Duration::from_secs(5),
-                        )
-                        .await
-                        {
-                            Ok(bytes) => match view::decode(&bytes) {
-                                Ok((c, _)) => c.map(Arc::new),
-                                Err(err) => {
-                                    tracing::warn!(model, error = %err, "unreadable view");
-                                    continue;
-                                }
-                            },
-                            Err(err) => {
-                                tracing::debug!(model, error = %err, "view object not readable (superseded?)");
-                                continue;
-                            }
-                        };
-                        write(&inner.views).insert(
-                            key,
-                            Arc::new(ServedView {
-                                pointer: p,
-                                components,
-                                revision: e.revision,
-                            }),
-                        );
-                    }
-                    "view" => {
-                        write(&inner.views).remove(&(model.to_owned(), g));
-                    }
-                    "ckpt" => {
-                        let Some(k) = rest.and_then(|r| r.parse::<u32>().ok()) else {
-                            continue;
-                        };
-                        let key = (model.to_owned(), g, k);
-                        match serde_json::from_slice::<CheckpointPointer>(&e.value) {
-                            Ok(p) if put => {
-                                inner.metrics.set_checkpoint_time(
-                                    model,
-                                    &k.to_string(),
-                                    p.written_ms as f64 / 1000.0,
-                                );
-                                write(&inner.checkpoints).insert(key, p);
-                            }
-                            _ => {
-                                write(&inner.checkpoints).remove(&key);
-                            }
-                        }
-                    }
-                    "lease" => match serde_json::from_slice::<LeaseValue>(&e.value) {
-                        Ok(l) if put => {
-                            write(&inner.leases).insert(e.key.clone(), l);
-                        }
-                        _ => {
-                            write(&inner.leases).remove(&e.key);
-                        }
-                    },
-                    _ => {}
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Starts and stops role contenders as models come and go.
-async fn supervise(inner: Arc<Inner>) {
-    let mut changes = inner.catalog.subscribe();
-    loop {
-        let live: HashMap<(String, u64), Arc<ModelRecord>> = inner
-            .catalog
-            .all()
-            .into_iter()
-            .map(|r| ((r.config.name.clone(), r.generation), r))
-            .collect();
-        let gone: Vec<(String, u64)> = lock(&inner.roles)
-            .keys()
-            .filter(|k| !live.contains_key(*k))
-            .cloned()
-            .collect();
-        for (name, g) in gone {
-            roles::stop_model(&inner, &name, g).await;
-        }
-        for (key, record) in live {
-            lock(&inner.roles)
-                .entry(key)
-                .or_insert_with(|| roles::ModelRoles::start(&inner, record));
-        }
-        if changes.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 pub(crate) fn roles_map(

@@ -2,6 +2,7 @@
 //! trainer. Each waits for its lease, works while it holds it, and goes back to waiting
 //! when the lease is lost (or the work says another node committed instead).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use super::catalog::ModelRecord;
 use super::fold::{self, FoldCtx, FoldEnd};
 use super::lease;
 use super::names::{fold_lease_key, train_lease_key};
-use super::node::{roles_map, Inner};
+use super::node::{lock, roles_map, Inner};
 use super::trainer::{self, TrainCtx};
 
 /// The running contenders of one model generation.
@@ -162,6 +163,35 @@ async fn work(inner: &Arc<Inner>, record: &Arc<ModelRecord>, kind: Kind) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Starts and stops role contenders as models come and go.
+pub(crate) async fn supervise(inner: Arc<Inner>) {
+    let mut changes = inner.catalog.subscribe();
+    loop {
+        let live: HashMap<(String, u64), Arc<ModelRecord>> = inner
+            .catalog
+            .all()
+            .into_iter()
+            .map(|r| ((r.config.name.clone(), r.generation), r))
+            .collect();
+        let gone: Vec<(String, u64)> = lock(&inner.roles)
+            .keys()
+            .filter(|k| !live.contains_key(*k))
+            .cloned()
+            .collect();
+        for (name, g) in gone {
+            stop_model(&inner, &name, g).await;
+        }
+        for (key, record) in live {
+            lock(&inner.roles)
+                .entry(key)
+                .or_insert_with(|| ModelRoles::start(&inner, record));
+        }
+        if changes.changed().await.is_err() {
+            return;
         }
     }
 }
