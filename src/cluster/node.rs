@@ -252,7 +252,7 @@ impl ClusterNode {
         let msg_id = publish::message_id(idempotency_key);
         let start = tokio::time::Instant::now();
         let s = &self.inner.settings;
-        let receipt = publish::publish(
+        let receipt = match publish::publish(
             &self.inner.conn,
             &record,
             encoded,
@@ -260,7 +260,20 @@ impl ClusterNode {
             s.publish_retry,
             s.request_timeout,
         )
-        .await?;
+        .await
+        {
+            Ok(r) => r,
+            // A model deleted on another node a moment ago (its stream is gone): 404,
+            // not 503.
+            Err(e @ ClusterError::Unavailable { .. }) => {
+                return match self.inner.catalog.fresh(name).await {
+                    Ok(Some((r, _))) if r.generation == record.generation => Err(e),
+                    Ok(_) => Err(ClusterError::ModelNotFound(name.to_owned())),
+                    Err(_) => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         self.inner
             .metrics
             .published(name, start.elapsed(), receipt.retries);
