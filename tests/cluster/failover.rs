@@ -221,9 +221,15 @@ async fn three_nodes_survive_killed_worker_and_leader() {
         .await
         .expect("stream leader");
     let idx = nats.index_of(&leader).expect("leader is one of ours");
+    // Ask a surviving server (a client of the killed one would first spend its request
+    // timeout finding out).
+    let survivor = async_nats::connect(urls[(idx + 1) % 3].clone())
+        .await
+        .expect("connect to a survivor");
+    let mut js = async_nats::jetstream::new(survivor);
+    js.set_timeout(Duration::from_millis(500));
     let killed = Instant::now();
     nats.kill(idx);
-    let js = pn.connection().js.clone();
     let new_leader = wait_for(Duration::from_secs(30), "a new stream leader", || {
         let (js, stream, leader) = (js.clone(), stream.clone(), leader.clone());
         async move {
