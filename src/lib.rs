@@ -22,6 +22,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod datasets;
 pub mod drift;

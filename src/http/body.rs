@@ -402,7 +402,7 @@ fn parse_f32(body: &[u8], cfg: &ModelConfig) -> Result<Batch, ApiError> {
     }
     let width = cfg.row_width();
     let row_bytes = 4 * width;
-    if body.len() % row_bytes != 0 {
+    if !body.len().is_multiple_of(row_bytes) {
         return Err(ApiError::DimensionMismatch(format!(
             "a body of {} bytes is not a whole number of rows of {width} little-endian f32 values ({row_bytes} bytes each)",
             body.len()
