@@ -167,6 +167,8 @@ async fn cluster(
         optimizer: OptimizerKind::Subspace,
         tolerance: 1e-6,
         partitions: 4,
+        standardize: false,
+        alpha: streampca::model::config::DEFAULT_ALPHA,
     };
     node.create_model(config).await?;
     let acked = Arc::new(AtomicU64::new(0));
@@ -231,6 +233,8 @@ async fn checkpoint_costs(urls: Vec<String>, dim: usize) -> Result<(Duration, Du
             optimizer: OptimizerKind::Subspace,
             tolerance: 1e-6,
             partitions: 1,
+            standardize: false,
+            alpha: streampca::model::config::DEFAULT_ALPHA,
         },
         generation: 1,
         base_sequence: 0,

@@ -60,6 +60,9 @@ struct IngestArgs {
     /// Use at most this many rows.
     #[arg(long)]
     rows: Option<usize>,
+    /// Send the rows this many times (longer runs: start-up and the first fit weigh less).
+    #[arg(long, default_value_t = 1)]
+    passes: usize,
     #[arg(long, default_value_t = 256)]
     batch: usize,
     #[arg(long, default_value_t = 1)]
@@ -216,7 +219,8 @@ async fn check(resp: reqwest::Response) -> Result<Value> {
 
 async fn ingest(a: IngestArgs) -> Result<()> {
     let (rows, n) = load_data(&a.data, a.dim, a.rows)?;
-    let total_rows = rows.len() / n;
+    anyhow::ensure!(a.passes >= 1, "--passes must be at least 1");
+    let total_rows = rows.len() / n * a.passes;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(a.producers)
         .build()?;
@@ -277,13 +281,15 @@ async fn ingest(a: IngestArgs) -> Result<()> {
             bar.clone(),
         );
         let url = format!("{base}/v1/models/{}/samples", a.model);
+        let passes = a.passes;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, batch_rows)) = batches.get(i) else {
+                if i >= batches.len() * passes {
                     break;
-                };
+                }
+                let (body, batch_rows) = &batches[i % batches.len()];
                 let t0 = Instant::now();
                 loop {
                     let resp = client

@@ -312,6 +312,11 @@ pub const DEFAULT_INGEST_QUEUE: usize = 64;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// Default request timeout, in seconds.
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Default smallest average rate of a request body after the grace period, in bytes
+/// per second (128 kbit/s).
+pub const DEFAULT_BODY_MIN_RATE: u64 = 16 * 1024;
+/// Default time a request body may take before the minimum rate applies, in seconds.
+pub const DEFAULT_BODY_GRACE_SECS: u64 = 2;
 /// Default largest number of threads running blocking work (body parsing, batch apply
 /// and fsync wait, projections, snapshots).
 pub const DEFAULT_BLOCKING_THREADS: usize = 64;
@@ -352,6 +357,15 @@ pub struct Limits {
     /// Request timeout in seconds; a request still running then gets 503.
     #[arg(long, env = "STREAMPCA_REQUEST_TIMEOUT", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
     pub request_timeout: u64,
+    /// Smallest average rate of a request body, in bytes per second, once
+    /// `body_grace_secs` have passed: a body that falls behind gets 408 `body_timeout`
+    /// and frees its in-flight slot (a trickling client cannot hold one for the whole
+    /// request timeout).
+    #[arg(long, env = "STREAMPCA_BODY_MIN_RATE", default_value_t = DEFAULT_BODY_MIN_RATE)]
+    pub body_min_rate: u64,
+    /// Seconds a request body may take before `body_min_rate` applies.
+    #[arg(long, env = "STREAMPCA_BODY_GRACE_SECS", default_value_t = DEFAULT_BODY_GRACE_SECS)]
+    pub body_grace_secs: u64,
     /// Threads for blocking work (parsing, applying and logging batches, projections);
     /// more such work waits for a free thread. Each thread keeps its own stack and the
     /// linear-algebra kernels' per-thread workspace, so this bounds that memory.
@@ -371,6 +385,8 @@ impl Default for Limits {
             ingest_queue: DEFAULT_INGEST_QUEUE,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT_SECS,
+            body_min_rate: DEFAULT_BODY_MIN_RATE,
+            body_grace_secs: DEFAULT_BODY_GRACE_SECS,
             blocking_threads: DEFAULT_BLOCKING_THREADS,
         }
     }
@@ -392,6 +408,10 @@ impl Limits {
             ("ingest_queue", self.ingest_queue),
             ("max_in_flight", self.max_in_flight),
             ("blocking_threads", self.blocking_threads),
+            (
+                "body_min_rate",
+                usize::try_from(self.body_min_rate).unwrap_or(usize::MAX),
+            ),
         ];
         for (name, v) in positive {
             if v == 0 {

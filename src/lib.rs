@@ -6,6 +6,8 @@
 //!
 //! - [`app`]: start-up wiring and the orderly stop ([`run`]).
 //! - [`http`]: the router, handlers, body formats and the API's errors.
+//! - [`format`]: the body formats (JSON, NDJSON, CSV, raw f32, `.npy`) as push parsers,
+//!   shared by the server and the client.
 //! - [`model`]: live models: registry, partitions, trainer, snapshot schedule, recovery.
 //! - [`persistence`]: partition logs, snapshots and the data directory (blocking file
 //!   I/O; no HTTP).
@@ -26,6 +28,7 @@ pub mod cluster;
 pub mod config;
 pub mod datasets;
 pub mod drift;
+pub mod format;
 pub mod http;
 pub mod metrics;
 pub mod model;

@@ -8,9 +8,10 @@
 //! Label cardinality is bounded: `route` comes from the route template (`MatchedPath`,
 //! `"unmatched"` otherwise), `model` only from models that exist (their series are removed
 //! when the model is deleted), `code` from the fixed set of error codes, `component` from
-//! `0..components`.
+//! `0..components`, `statistic` from [`STATISTICS`].
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -21,7 +22,6 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::http::error::ERROR_CODES;
 use crate::pca::Components;
 
 /// Latency buckets for HTTP requests, in seconds (100 µs … 10 s).
@@ -38,6 +38,9 @@ const FSYNC_BUCKETS: &[f64] = &[
     0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
     0.5, 1.0, 5.0,
 ];
+
+/// Values of the `statistic` label of `streampca_model_outliers_total`.
+pub const STATISTICS: [&str; 2] = ["t2", "spe"];
 
 /// The service's metrics and the registry that exposes them.
 #[derive(Debug)]
@@ -59,11 +62,17 @@ pub struct Metrics {
     model_drift: GaugeVec,
     models: IntGauge,
     model_held: GaugeVec,
+    /// The rejection codes each model's `batches_rejected` series were created with,
+    /// so deleting the model removes exactly those series.
+    rejected_codes: Mutex<HashMap<String, BTreeSet<String>>>,
     wal_append_failures: IntCounterVec,
     snapshot_failures: IntCounterVec,
     wal_torn_records: IntCounterVec,
     wal_fsync_duration: Histogram,
     snapshot_last_success: GaugeVec,
+    rows_scored: IntCounterVec,
+    outliers: IntCounterVec,
+    model_alpha: GaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -246,7 +255,29 @@ impl Metrics {
                  (not served until deleted or the service runs with --accept-data-loss).",
                 &["model"],
             ),
+            rows_scored: counter(
+                &r,
+                "streampca_model_rows_scored_total",
+                "Ingested rows scored against the published fit before they were folded \
+                 (`POST /samples?score=true` once a fit with control limits exists).",
+                &["model"],
+            ),
+            outliers: counter(
+                &r,
+                "streampca_model_outliers_total",
+                "Scored rows over the control limit of one statistic (`t2`: Hotelling's \
+                 T², `spe`: squared prediction error) at the model's alpha and the fit's k.",
+                &["model", "statistic"],
+            ),
+            model_alpha: gauge(
+                &r,
+                "streampca_model_alpha",
+                "The model's false-alarm rate alpha: the expected share of scored rows over \
+                 each limit while the process is in control (set from the first fit on).",
+                &["model"],
+            ),
             models,
+            rejected_codes: Mutex::new(HashMap::new()),
             registry: r,
         }
     }
@@ -278,9 +309,34 @@ impl Metrics {
             &self.wal_append_failures,
             &self.snapshot_failures,
             &self.wal_torn_records,
+            &self.rows_scored,
         ] {
             c.with_label_values(&[model]).inc_by(0);
         }
+        for statistic in STATISTICS {
+            self.outliers
+                .with_label_values(&[model, statistic])
+                .inc_by(0);
+        }
+    }
+
+    /// Records `rows` ingested rows scored against a fit, `t2` and `spe` of them over
+    /// the respective limit.
+    pub fn rows_scored(&self, model: &str, rows: usize, t2: usize, spe: usize) {
+        self.rows_scored
+            .with_label_values(&[model])
+            .inc_by(rows as u64);
+        for (statistic, n) in STATISTICS.iter().zip([t2, spe]) {
+            self.outliers
+                .with_label_values(&[model, statistic])
+                .inc_by(n as u64);
+        }
+    }
+
+    /// Sets the model's false-alarm rate `alpha` (the outlier-rate alert compares the
+    /// share of scored rows over a limit with it).
+    pub fn model_alpha(&self, model: &str, alpha: f64) {
+        self.model_alpha.with_label_values(&[model]).set(alpha);
     }
 
     /// Records a batch refused because the log could not take it.
@@ -334,6 +390,12 @@ impl Metrics {
         self.batches_rejected
             .with_label_values(&[model, code])
             .inc();
+        self.rejected_codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(model.to_owned())
+            .or_default()
+            .insert(code.to_owned());
     }
 
     /// Records one published fit of `elapsed` wall time; `components` is how many the
@@ -396,8 +458,12 @@ impl Metrics {
             &self.wal_append_failures,
             &self.snapshot_failures,
             &self.wal_torn_records,
+            &self.rows_scored,
         ] {
             let _ = v.remove_label_values(&[model]);
+        }
+        for statistic in STATISTICS {
+            let _ = self.outliers.remove_label_values(&[model, statistic]);
         }
         for v in [
             &self.model_samples,
@@ -406,11 +472,18 @@ impl Metrics {
             &self.model_converged,
             &self.model_drift,
             &self.snapshot_last_success,
+            &self.model_alpha,
         ] {
             let _ = v.remove_label_values(&[model]);
         }
         let _ = self.step_duration.remove_label_values(&[model]);
-        for code in ERROR_CODES {
+        let codes = self
+            .rejected_codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(model)
+            .unwrap_or_default();
+        for code in &codes {
             let _ = self.batches_rejected.remove_label_values(&[model, code]);
         }
         for i in 0..components {

@@ -32,6 +32,8 @@ fn config(name: &str) -> ModelConfig {
         optimizer: OptimizerKind::Subspace,
         tolerance: 1e-6,
         partitions: K,
+        standardize: false,
+        alpha: 0.01,
     }
 }
 

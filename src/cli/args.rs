@@ -27,8 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (the default).
     Serve(Settings),
-    /// The command-line client (`models`, `ingest`, `components`, `project`, `demo`),
-    /// which talks to a running server; see [`crate::cli`].
+    /// The command-line client (`models`, `ingest`, `components`, `project`, `limits`,
+    /// `demo`), which talks to a running server; see [`crate::cli`].
     #[command(flatten)]
     Client(super::ClientCommand),
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::client::Body;
 use super::input::{detect, RowReader};
+use super::monitoring::{RowMonitoring, ScoreTally, CSV_COLUMNS};
 use super::synthetic::{angle, Synthetic};
 use super::{
     CliError, Client, ComponentsArgs, Connection, DemoArgs, IngestArgs, ModelsOp, OutputFormat,
@@ -55,6 +56,8 @@ pub async fn models(conn: &Connection, op: ModelsOp) -> Result<(), CliError> {
             half_life,
             optimizer,
             tolerance,
+            standardize,
+            alpha,
             json,
         } => {
             let mut body = json!({ "name": name, "dim": dim, "components": components });
@@ -63,6 +66,8 @@ pub async fn models(conn: &Connection, op: ModelsOp) -> Result<(), CliError> {
                 ("half_life", half_life.map(Value::from)),
                 ("optimizer", optimizer.map(Value::from)),
                 ("tolerance", tolerance.map(Value::from)),
+                ("standardize", standardize.then_some(Value::from(true))),
+                ("alpha", alpha.map(Value::from)),
             ] {
                 if let Some(v) = value {
                     body[key] = v;
@@ -209,10 +214,16 @@ pub async fn ingest(a: IngestArgs) -> Result<(), CliError> {
     };
     let batch = usize::try_from(a.batch_size).unwrap_or(usize::MAX);
     let segments = ["v1", "models", a.model.as_str(), "samples"];
+    let query = ScoreTally::query(a.score);
+    let mut tally = ScoreTally::default();
     let mut rows = Vec::new();
     for path in &a.files {
         let format = detect(path, a.format)?;
-        let mut reader = RowReader::open(path, format, width, &what)?;
+        let row_shape = crate::pca::Shape {
+            dim,
+            target_dim: target,
+        };
+        let mut reader = RowReader::open(path, format, row_shape, &what)?;
         let rows_known = reader.total_rows().is_some();
         let bar = progress(
             a.quiet,
@@ -237,7 +248,7 @@ pub async fn ingest(a: IngestArgs) -> Result<(), CliError> {
                 ))
             })?;
             last = client
-                .call(Method::POST, &segments, &[], body)
+                .call(Method::POST, &segments, &query, body)
                 .await
                 .map_err(|e| {
                     bar.abandon();
@@ -259,6 +270,7 @@ pub async fn ingest(a: IngestArgs) -> Result<(), CliError> {
                         other => other,
                     }
                 })?;
+            tally.add(&last);
             if rows_known {
                 bar.set_position(reader.rows_read());
             } else {
@@ -282,6 +294,9 @@ pub async fn ingest(a: IngestArgs) -> Result<(), CliError> {
             count(&last["samples"]),
             count(&last["sequence"]),
         );
+    }
+    if a.score {
+        println!("{}", tally.summary());
     }
     Ok(())
 }
@@ -353,7 +368,7 @@ pub async fn project(a: ProjectArgs) -> Result<(), CliError> {
     let (_, dim, _) = shape(&client, &a.model).await?;
     let what = format!("model `{}` has dim {dim}", a.model);
     let format = detect(&a.file, a.format)?;
-    let mut reader = RowReader::open(&a.file, format, dim, &what)?;
+    let mut reader = RowReader::open(&a.file, format, crate::pca::Shape::inputs(dim), &what)?;
     let out_format = a.output_format.unwrap_or_else(|| {
         match a
             .output
@@ -380,6 +395,7 @@ pub async fn project(a: ProjectArgs) -> Result<(), CliError> {
     let batch = usize::try_from(a.batch_size).unwrap_or(usize::MAX);
     let mut rows = Vec::new();
     let mut header_done = false;
+    let mut tally = ScoreTally::default();
     loop {
         let n = reader.next_batch(batch, &mut rows)?;
         if n == 0 {
@@ -389,6 +405,9 @@ pub async fn project(a: ProjectArgs) -> Result<(), CliError> {
         let mut body = json!({ "x": x, "whiten": a.whiten, "reconstruct": a.reconstruct });
         if let Some(k) = a.k {
             body["k"] = json!(k);
+        }
+        if let Some(alpha) = a.alpha {
+            body["alpha"] = json!(alpha);
         }
         let r = client
             .post_json(&["v1", "models", &a.model, "project"], &body)
@@ -406,6 +425,11 @@ pub async fn project(a: ProjectArgs) -> Result<(), CliError> {
         } else {
             None
         };
+        let stats = a
+            .alpha
+            .map(|_| RowMonitoring::from_response(&r, scores.len()))
+            .transpose()?;
+        stats.iter().for_each(|m| tally.count(m));
         for (i, s) in scores.iter().enumerate() {
             let rec = recon.as_ref().and_then(|r| r.get(i));
             let norm = norms.get(i).copied().unwrap_or(f64::NAN);
@@ -418,6 +442,9 @@ pub async fn project(a: ProjectArgs) -> Result<(), CliError> {
                             h.extend((0..rec.len()).map(|j| format!("recon_{j}")));
                         }
                         h.push("residual_norm".into());
+                        if stats.is_some() {
+                            h.extend(CSV_COLUMNS.map(String::from));
+                        }
                         writeln!(out, "{}", h.join(",")).map_err(io)?;
                         header_done = true;
                     }
@@ -426,6 +453,9 @@ pub async fn project(a: ProjectArgs) -> Result<(), CliError> {
                         line.extend(rec.iter().map(f64::to_string));
                     }
                     line.push(norm.to_string());
+                    if let Some(m) = &stats {
+                        line.extend(m.csv_fields(i));
+                    }
                     writeln!(out, "{}", line.join(",")).map_err(io)?;
                 }
                 OutputFormat::Ndjson => {
@@ -433,12 +463,18 @@ pub async fn project(a: ProjectArgs) -> Result<(), CliError> {
                     if let Some(rec) = rec {
                         o["reconstruction"] = json!(rec);
                     }
+                    if let Some(m) = &stats {
+                        m.add_to(i, &mut o);
+                    }
                     writeln!(out, "{o}").map_err(io)?;
                 }
             }
         }
     }
     out.flush().map_err(io)?;
+    if a.alpha.is_some() {
+        eprintln!("{}", tally.summary());
+    }
     if a.output.is_some() {
         eprintln!(
             "{}: {} rows projected to {out_name}",

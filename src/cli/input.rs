@@ -1,16 +1,18 @@
 //! Streaming row readers for the client: CSV, NDJSON, NumPy `.npy` and raw f32 files,
 //! read a batch at a time so that a file of any size uses memory for one batch only.
 //!
-//! Every row is checked here against the model's row width, with the file and line
-//! (or row) in the message, before anything is sent.
+//! Every row is checked here against the model's row width and the server's value
+//! checks (finite, at most 1e30 in magnitude), with the file and line (or row) in the
+//! message, before anything is sent. The row grammar and the `.npy` header are the
+//! server's own ([`crate::format`]); rows and columns are 1-based.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use super::{CliError, FileFormat};
+use crate::format::{self, npy, LineKind};
+use crate::pca::Shape;
 
 /// The format of `path`: `format` if given, else from the extension.
 ///
@@ -64,6 +66,7 @@ pub struct RowReader {
     path: PathBuf,
     reader: BufReader<File>,
     kind: Kind,
+    shape: Shape,
     width: usize,
     what: String,
     rows_read: u64,
@@ -74,28 +77,20 @@ pub struct RowReader {
     bytes: Vec<u8>,
 }
 
-/// An NDJSON line in object form.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NdjsonRow {
-    x: Vec<f64>,
-    #[serde(default)]
-    y: Option<Vec<f64>>,
-}
-
 impl RowReader {
-    /// Opens `path` for rows of `width` values; `what` describes the width in messages
-    /// (e.g. "model `m` has dim 3").
+    /// Opens `path` for rows of `shape` (`dim + target_dim` values, x then y); `what`
+    /// describes the shape in messages (e.g. "model `m` has dim 3").
     ///
     /// # Errors
     /// [`CliError::Input`] when the file cannot be opened or its header (`.npy`) or size
-    /// (raw f32) does not fit `width`.
+    /// (raw f32) does not fit the shape.
     pub fn open(
         path: &Path,
         format: FileFormat,
-        width: usize,
+        shape: Shape,
         what: &str,
     ) -> Result<Self, CliError> {
+        let width = shape.row_width();
         let io = |e: std::io::Error| CliError::Input(format!("{}: {e}", path.display()));
         let file = File::open(path).map_err(io)?;
         let total_bytes = file.metadata().map_err(io)?.len();
@@ -165,6 +160,7 @@ impl RowReader {
             path: path.to_owned(),
             reader,
             kind,
+            shape,
             width,
             what: what.to_owned(),
             rows_read: 0,
@@ -242,28 +238,15 @@ impl RowReader {
                 continue;
             }
             let start = out.len();
-            if ndjson {
-                parse_ndjson(line, out)
-                    .map_err(|m| CliError::Input(format!("{}:{at}: {m}", self.path.display())))?;
+            let header_allowed = !ndjson && self.rows_read == 0 && rows == 0;
+            let kind = if ndjson {
+                format::ndjson_line(line.as_bytes(), self.shape, out)
             } else {
-                let fields: Vec<Option<f64>> = line
-                    .split(',')
-                    .map(|f| f.trim().trim_matches('"').parse().ok())
-                    .collect();
-                if self.rows_read == 0 && rows == 0 && fields.iter().all(Option::is_none) {
-                    // A header line: every field is a name.
-                    continue;
-                }
-                for (j, v) in fields.into_iter().enumerate() {
-                    let v = v.ok_or_else(|| {
-                        CliError::Input(format!(
-                            "{}:{at}: column {} is not a number",
-                            self.path.display(),
-                            j + 1
-                        ))
-                    })?;
-                    out.push(v);
-                }
+                format::csv_line(line.as_bytes(), header_allowed, out)
+            }
+            .map_err(|e| CliError::Input(format!("{}:{at}: {e}", self.path.display())))?;
+            if kind != LineKind::Row {
+                continue;
             }
             let got = out.len() - start;
             if got != self.width {
@@ -274,14 +257,9 @@ impl RowReader {
                     self.what
                 )));
             }
-            if let Some(j) = out[start..].iter().position(|v| !v.is_finite()) {
-                return Err(CliError::Input(format!(
-                    "{}:{at}: value {} is {} (values must be finite)",
-                    self.path.display(),
-                    j + 1,
-                    out[start + j]
-                )));
-            }
+            let row = usize::try_from(self.rows_read).unwrap_or(usize::MAX) + rows + 1;
+            format::check_row(&out[start..], row, self.shape)
+                .map_err(|e| CliError::Input(format!("{}:{at}: {e}", self.path.display())))?;
             rows += 1;
         }
         Ok(rows)
@@ -315,108 +293,48 @@ impl RowReader {
                     .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
             ),
         }
-        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
-            let row = self.rows_read + (i / self.width) as u64 + 1;
-            return Err(self.err(
-                &format!("row {row}"),
-                format!(
-                    "value {} is {} (values must be finite)",
-                    i % self.width + 1,
-                    out[i]
-                ),
-            ));
+        for (i, r) in out.chunks_exact(self.width.max(1)).enumerate() {
+            let row = usize::try_from(self.rows_read).unwrap_or(usize::MAX) + i + 1;
+            format::check_row(r, row, self.shape)
+                .map_err(|e| self.err(&format!("row {row}"), e))?;
         }
         Ok(rows)
     }
 }
 
-fn parse_ndjson(line: &str, out: &mut Vec<f64>) -> Result<(), String> {
-    if line.starts_with('{') {
-        let r: NdjsonRow = serde_json::from_str(line).map_err(|e| e.to_string())?;
-        out.extend_from_slice(&r.x);
-        if let Some(y) = r.y {
-            out.extend_from_slice(&y);
-        }
-    } else {
-        let r: Vec<f64> = serde_json::from_str(line).map_err(|e| {
-            format!("expected a JSON array of numbers or an {{\"x\": …}} object: {e}")
-        })?;
-        out.extend_from_slice(&r);
-    }
-    Ok(())
-}
-
-/// Reads a `.npy` header: element type, rows, columns and the header's length in bytes.
-/// Accepts format versions 1–3, `<f4`/`<f8` (or `|`/`=` on little-endian data) and 2-D
-/// C-order arrays; anything else is refused with the reason.
+/// Reads a `.npy` header ([`npy::preamble`], [`npy::parse_header`]): element type,
+/// rows, columns and the header's length in bytes. Fortran-order arrays are refused
+/// here: the client streams a file a batch at a time, in row order.
 fn npy_header(r: &mut impl Read, path: &Path) -> Result<(Elem, u64, u64, u64), CliError> {
     let bad =
         |m: String| CliError::Input(format!("{}: not a usable .npy file: {m}", path.display()));
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)
+    let mut head = vec![0u8; 12];
+    r.read_exact(&mut head[..10])
         .map_err(|e| bad(format!("reading the header: {e}")))?;
-    if &magic[..6] != b"\x93NUMPY" {
-        return Err(bad("missing the \\x93NUMPY magic".into()));
-    }
-    let (len, prefix) = if magic[6] == 1 {
-        let mut l = [0u8; 2];
-        r.read_exact(&mut l)
+    if head[6] != 1 {
+        r.read_exact(&mut head[10..])
             .map_err(|e| bad(format!("reading the header: {e}")))?;
-        (u64::from(u16::from_le_bytes(l)), 10)
     } else {
-        let mut l = [0u8; 4];
-        r.read_exact(&mut l)
-            .map_err(|e| bad(format!("reading the header: {e}")))?;
-        (u64::from(u32::from_le_bytes(l)), 12)
-    };
-    if len > 1 << 20 {
-        return Err(bad(format!("a header of {len} bytes")));
+        head.truncate(10);
     }
-    let mut h = vec![0u8; len as usize];
+    let (prefix, len) = npy::preamble(&head)
+        .map_err(bad)?
+        .ok_or_else(|| bad("a short header".into()))?;
+    let mut h = vec![0u8; len];
     r.read_exact(&mut h)
         .map_err(|e| bad(format!("reading the header: {e}")))?;
-    let h = String::from_utf8_lossy(&h);
-    let field = |key: &str| -> Option<String> {
-        let i = h.find(&format!("'{key}'"))? + key.len() + 2;
-        let rest = h[i..].trim_start().strip_prefix(':')?.trim_start();
-        let end = if rest.starts_with('(') {
-            rest.find(')')? + 1
-        } else {
-            rest.find([',', '}'])?
-        };
-        Some(rest[..end].trim().to_owned())
-    };
-    let descr = field("descr").ok_or_else(|| bad("no 'descr' in the header".into()))?;
-    let elem = match descr.trim_matches(|c| c == '\'' || c == '"') {
-        "<f4" => Elem::F32,
-        "<f8" => Elem::F64,
-        other => {
-            return Err(bad(format!(
-                "element type {other} (only little-endian float32 `<f4` and float64 `<f8` are read)"
-            )))
-        }
-    };
-    if field("fortran_order").as_deref() != Some("False") {
+    let h = npy::parse_header(&h).map_err(bad)?;
+    if h.fortran_order {
         return Err(bad(
             "the array is in Fortran order; save it with np.save(path, np.ascontiguousarray(a))"
                 .into(),
         ));
     }
-    let shape = field("shape").ok_or_else(|| bad("no 'shape' in the header".into()))?;
-    let dims: Vec<u64> = shape
-        .trim_matches(|c| c == '(' || c == ')')
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad(format!("shape {shape}")))?;
-    let [rows, cols] = dims[..] else {
-        return Err(bad(format!(
-            "shape {shape}: a 2-D array (rows × values per row) is required"
-        )));
+    let elem = match h.dtype {
+        npy::Dtype::F4 => Elem::F32,
+        npy::Dtype::F8 => Elem::F64,
     };
-    Ok((elem, rows, cols, prefix + len))
+    Ok((elem, h.rows, h.cols, (prefix + len) as u64))
 }
 
 #[cfg(test)]
@@ -425,16 +343,12 @@ mod tests {
     use std::io::Write;
 
     fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + h.len() + 1) % 64 != 0 {
-            h.push(' ');
-        }
-        h.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend_from_slice(&(h.len() as u16).to_le_bytes());
-        out.extend_from_slice(h.as_bytes());
-        out.extend_from_slice(data);
-        out
+        let dims: Vec<u64> = shape
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(',')
+            .map(|d| d.trim().parse().unwrap_or(0))
+            .collect();
+        npy::encode(descr, false, dims[0], dims[1], data)
     }
 
     fn read_all(bytes: &[u8], ext: &str, width: usize) -> Result<Vec<f64>, CliError> {
@@ -443,7 +357,7 @@ mod tests {
         let mut f = File::create(&path).map_err(|e| CliError::Input(e.to_string()))?;
         f.write_all(bytes)
             .map_err(|e| CliError::Input(e.to_string()))?;
-        let mut r = RowReader::open(&path, detect(&path, None)?, width, "test")?;
+        let mut r = RowReader::open(&path, detect(&path, None)?, Shape::inputs(width), "test")?;
         let (mut all, mut batch) = (Vec::new(), Vec::new());
         while r.next_batch(2, &mut batch)? > 0 {
             all.extend_from_slice(&batch);
@@ -494,6 +408,32 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("<i8")));
+        // The server's magnitude bound, checked before sending (1-based row and column).
+        let e = read_all(b"x,y\n1,2\n1,-2e31\n", "csv", 2)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("data.csv:3: value out of range: x row 2, column 2"),
+            "{e}"
+        );
+        let big: Vec<u8> = [0.0f32, 0.0, 0.0, 3e38]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let e = read_all(&big, "f32", 2)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("row 2: value out of range: x row 2, column 2"),
+            "{e}"
+        );
+        let e = read_all(b"{\"x\": [1, 2], \"z\": 1}\n", "ndjson", 2)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("data.ndjson:1: unknown field `z`"), "{e}");
         let e = read_all(&[0; 12], "f32", 2).err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("not a whole number of rows")));
     }

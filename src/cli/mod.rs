@@ -1,16 +1,18 @@
-//! The command-line client: `streampca models|ingest|components|project|demo`, talking
+//! The command-line client: `streampca models|ingest|components|project|limits|demo`, talking
 //! HTTP to a running server. Owns argument types, exit codes and terminal output; it
 //! never touches the registry or the numerical core directly (only the public API).
 //!
 //! - [`client`]: the HTTP client (API key, retries on 503, error mapping).
 //! - [`input`]: streaming readers for CSV, NDJSON, `.npy` and raw f32 files.
 //! - [`commands`]: one function per subcommand.
+//! - [`monitoring`]: `limits`, and the statistics of `project --alpha` and `ingest --score`.
 //! - [`synthetic`]: the demo's data set with a known spectrum.
 
 pub mod args;
 pub mod client;
 pub mod commands;
 pub mod input;
+pub mod monitoring;
 pub mod synthetic;
 
 use std::path::PathBuf;
@@ -60,8 +62,13 @@ pub enum ClientCommand {
     #[command(after_help = EXIT_CODES)]
     Components(ComponentsArgs),
     /// Project the rows of a file onto a model's components; writes CSV or NDJSON.
+    /// With `--alpha`, also each row's T² and SPE, the control limits and the outlier
+    /// flags.
     #[command(after_help = EXIT_CODES)]
     Project(ProjectArgs),
+    /// Show the control limits of T² and SPE for a model's latest fit.
+    #[command(after_help = EXIT_CODES)]
+    Limits(LimitsArgs),
     /// Create a model on a running server, stream a synthetic data set with a known
     /// spectrum into it, and print how close the learned components are to the truth.
     #[command(after_help = EXIT_CODES)]
@@ -93,6 +100,14 @@ pub enum ModelsOp {
         /// Convergence tolerance, radians.
         #[arg(long)]
         tolerance: Option<f64>,
+        /// PCA of the correlation matrix: scale every variable by its running standard
+        /// deviation (for variables in mixed units). Autoencoders only.
+        #[arg(long)]
+        standardize: bool,
+        /// False-alarm rate of the control limits ingest scoring counts against, in
+        /// (0, 0.5) (server default 0.01).
+        #[arg(long)]
+        alpha: Option<f64>,
         /// Print the server's JSON response.
         #[arg(long)]
         json: bool,
@@ -164,6 +179,11 @@ pub struct IngestArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Score each batch against the model's published fit before it is folded
+    /// (`?score=true`) and print how many rows were over the T² and SPE limits (at the
+    /// model's alpha).
+    #[arg(long)]
+    pub score: bool,
     /// Server connection.
     #[command(flatten)]
     pub conn: Connection,
@@ -188,9 +208,12 @@ pub struct ComponentsArgs {
 /// Output formats of `project`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// Header `score_0,…[,recon_0,…],residual_norm`, then one line per input row.
+    /// Header `score_0,…[,recon_0,…],residual_norm[,t2,spe,limit_t2,limit_spe,
+    /// outlier_t2,outlier_spe]`, then one line per input row.
     Csv,
-    /// One `{"scores": […], "reconstruction"?: […], "residual_norm": r}` per input row.
+    /// One `{"scores": […], "reconstruction"?: […], "residual_norm": r}` per input row
+    /// (with `--alpha` also `t2`, `spe`, `limit_t2`, `limit_spe`, `outlier_t2`,
+    /// `outlier_spe`).
     Ndjson,
 }
 
@@ -210,6 +233,11 @@ pub struct ProjectArgs {
     /// Divide each score by the square root of its eigenvalue.
     #[arg(long)]
     pub whiten: bool,
+    /// Add each row's Hotelling T² and SPE, the control limits at false-alarm rate
+    /// ALPHA (0 < ALPHA < 0.5) and the rows' outlier flags; a count of the rows over
+    /// each limit goes to standard error.
+    #[arg(long)]
+    pub alpha: Option<f64>,
     /// Output file (default: standard output).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -222,6 +250,25 @@ pub struct ProjectArgs {
     /// Rows per request.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
+    /// Server connection.
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+/// `streampca limits`.
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
+    /// Model name.
+    pub model: String,
+    /// Components the statistics use (default: every component the fit reports).
+    #[arg(short, long)]
+    pub k: Option<usize>,
+    /// False-alarm rate, in (0, 0.5) (default: the model's alpha).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Print the server's JSON response instead of the table.
+    #[arg(long)]
+    pub json: bool,
     /// Server connection.
     #[command(flatten)]
     pub conn: Connection,
@@ -264,6 +311,7 @@ pub async fn run(cmd: ClientCommand) -> i32 {
         ClientCommand::Ingest(a) => commands::ingest(a).await,
         ClientCommand::Components(a) => commands::components(a).await,
         ClientCommand::Project(a) => commands::project(a).await,
+        ClientCommand::Limits(a) => monitoring::limits(a).await,
         ClientCommand::Demo(a) => commands::demo(a).await,
     };
     match result {

@@ -53,7 +53,8 @@ pub fn now_ms() -> u64 {
 }
 
 /// Checks a configuration for cluster mode: every field in range (the build's hard
-/// caps, then `limits`' `max_dim` and `max_components`), and no forgetting.
+/// caps, then `limits`' `max_dim` and `max_components`), no forgetting and no
+/// standardization (the cluster's trainer fits the covariance only).
 ///
 /// Forgetting (`half_life`) is refused: a row's weight under forgetting is
 /// γ^(rows in later batches over all partitions), so each batch's row clock must count
@@ -91,6 +92,15 @@ pub fn check_config(config: &ModelConfig, limits: &ModelLimits) -> Result<(), Cl
             "forgetting is not available in cluster mode: a row's weight depends on \
              the order of batches across all partitions, which no partition sees; \
              create the model without half_life"
+                .into(),
+        ));
+    }
+    if config.standardize {
+        return Err(invalid(
+            "standardize",
+            "standardized (correlation) models are not available in cluster mode yet: \
+             the cluster's trainer fits the covariance; create the model without \
+             standardize"
                 .into(),
         ));
     }

@@ -206,6 +206,8 @@ mod tests {
                 optimizer: OptimizerKind::Subspace,
                 tolerance: 1e-6,
                 partitions,
+                standardize: false,
+                alpha: crate::model::config::DEFAULT_ALPHA,
             },
             generation: 7,
             base_sequence: 0,

@@ -43,7 +43,13 @@ pub fn required_access(method: &Method, route: Option<&str>, metrics_auth: bool)
         ("GET", "/healthz" | "/readyz") => Access::Open,
         ("GET", "/metrics") if metrics_auth => Access::Read,
         ("GET", "/metrics") => Access::Open,
-        ("GET", "/v1/models" | "/v1/models/{name}" | "/v1/models/{name}/components")
+        (
+            "GET",
+            "/v1/models"
+            | "/v1/models/{name}"
+            | "/v1/models/{name}/components"
+            | "/v1/models/{name}/limits",
+        )
         | ("POST", "/v1/models/{name}/project") => Access::Read,
         _ => Access::Write,
     }

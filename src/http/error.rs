@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::format::FormatError;
 use crate::model::ModelError;
 use crate::pca::{BatchError, PcaError};
 use crate::telemetry::throttle::LogThrottle;
@@ -39,6 +40,7 @@ pub const ERROR_CODES: &[&str] = &[
     "forbidden",
     "too_many_rows",
     "too_many_models",
+    "body_timeout",
     "overloaded",
     "timeout",
     "model_unavailable",
@@ -113,7 +115,7 @@ pub enum ApiError {
     #[error("forbidden: {0}")]
     Forbidden(String),
     /// More rows than a configured limit allows in one request.
-    #[error("too many rows: {got} rows in one {what}, the limit ({limit}) is {max}")]
+    #[error("too many rows: at least {got} rows in one {what}, the limit ({limit}) is {max}")]
     TooManyRows {
         /// `batch` or `query`.
         what: &'static str,
@@ -130,6 +132,10 @@ pub enum ApiError {
     /// Too much work in flight; retry after `Retry-After` seconds.
     #[error("overloaded: {0}; retry later")]
     Overloaded(String),
+    /// The body arrived more slowly than the configured minimum rate (the message says
+    /// how much arrived in how long).
+    #[error("request body too slow: {0}")]
+    BodyTimeout(String),
     /// The request took longer than the configured timeout (seconds).
     #[error("the request did not complete within {0} s")]
     Timeout(u64),
@@ -185,6 +191,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::TooManyRows { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_rows"),
             Self::TooManyModels(_) => (StatusCode::CONFLICT, "too_many_models"),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             Self::ModelUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
@@ -257,6 +264,31 @@ impl From<PcaError> for ApiError {
     }
 }
 
+impl From<FormatError> for ApiError {
+    /// One API code per parser error; a batch's own checks map as their names say.
+    fn from(e: FormatError) -> Self {
+        match e {
+            FormatError::Malformed(m) => Self::MalformedBody(m),
+            FormatError::DimensionMismatch(m) => Self::DimensionMismatch(m),
+            FormatError::RaggedRows(m) => Self::RaggedRows(m),
+            FormatError::InvalidParameter { name, reason } => Self::invalid(name, reason),
+            FormatError::TooManyRows { max, setting } => Self::TooManyRows {
+                what: if setting == "max_query_rows" {
+                    "query"
+                } else {
+                    "batch"
+                },
+                limit: setting,
+                max,
+                got: max.saturating_add(1),
+            },
+            FormatError::BodyTooLarge { limit } => Self::BodyTooLarge(limit),
+            FormatError::UnsupportedMediaType(m) => Self::UnsupportedMediaType(m),
+            FormatError::Batch(b) => b.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
@@ -306,6 +338,7 @@ impl IntoResponse for ApiError {
             | Self::Forbidden(_)
             | Self::TooManyRows { .. }
             | Self::TooManyModels(_)
+            | Self::BodyTimeout(_)
             | Self::ModelUnavailable { .. }
             | Self::Internal(_) => None,
         };
@@ -351,6 +384,7 @@ mod tests {
                 got: 2,
             },
             ApiError::TooManyModels("x".into()),
+            ApiError::BodyTimeout("x".into()),
             ApiError::Overloaded("x".into()),
             ApiError::Timeout(1),
             ApiError::ModelUnavailable {

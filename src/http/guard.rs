@@ -52,6 +52,15 @@ impl Guard {
         Duration::from_secs(self.limits.request_timeout)
     }
 
+    /// How a request body is read: `limit` bytes at most, and the slow-body bound.
+    pub fn body_read(&self, limit: usize) -> super::body_stream::BodyRead {
+        super::body_stream::BodyRead {
+            limit,
+            min_rate: self.limits.body_min_rate,
+            grace: Duration::from_secs(self.limits.body_grace_secs),
+        }
+    }
+
     /// Admits one ingest batch for `model`; the permit is held until the batch is
     /// applied or rejected.
     ///

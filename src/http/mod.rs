@@ -4,14 +4,18 @@
 
 pub mod auth;
 pub mod body;
+pub mod body_stream;
 pub mod components;
 pub mod connection;
 pub mod error;
 pub mod fd_limit;
 pub mod guard;
+pub mod limits;
 pub mod models;
+pub mod npz;
 pub mod project;
 pub mod samples;
+pub mod scoring;
 pub mod server;
 pub mod snapshot;
 
@@ -44,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/models/{name}/samples"),
     ("GET", "/v1/models/{name}/components"),
     ("POST", "/v1/models/{name}/project"),
+    ("GET", "/v1/models/{name}/limits"),
     ("GET", "/v1/models/{name}/snapshot"),
     ("PUT", "/v1/models/{name}/snapshot"),
 ];
@@ -77,6 +82,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/models/{name}/samples", post(samples::ingest))
         .route("/v1/models/{name}/components", get(components::get))
         .route("/v1/models/{name}/project", post(project::project))
+        .route("/v1/models/{name}/limits", get(limits::get))
         .route(
             "/v1/models/{name}/snapshot",
             get(snapshot::export).put(snapshot::import),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::body::ApiJson;
 use super::error::ApiError;
 use super::{AppState, ModelName};
-use crate::model::config::{default_partitions, DEFAULT_TOLERANCE};
+use crate::model::config::{default_partitions, DEFAULT_ALPHA, DEFAULT_TOLERANCE};
 use crate::model::{Created, Model, ModelConfig, ModelName as Name};
 use crate::pca::OptimizerKind;
 
@@ -29,6 +29,10 @@ pub struct CreateModel {
     tolerance: Option<f64>,
     #[serde(default)]
     partitions: Option<usize>,
+    #[serde(default)]
+    standardize: bool,
+    #[serde(default)]
+    alpha: Option<f64>,
 }
 
 impl TryFrom<CreateModel> for ModelConfig {
@@ -53,6 +57,8 @@ impl TryFrom<CreateModel> for ModelConfig {
             optimizer,
             tolerance: c.tolerance.unwrap_or(DEFAULT_TOLERANCE),
             partitions: c.partitions.unwrap_or_else(default_partitions),
+            standardize: c.standardize,
+            alpha: c.alpha.unwrap_or(DEFAULT_ALPHA),
         })
     }
 }
@@ -69,6 +75,8 @@ pub struct ModelStatus {
     optimizer: &'static str,
     tolerance: f64,
     partitions: usize,
+    standardize: bool,
+    alpha: f64,
     samples: f64,
     batches: u64,
     sequence: u64,
@@ -95,6 +103,8 @@ impl ModelStatus {
             optimizer: c.optimizer.as_str(),
             tolerance: c.tolerance,
             partitions: c.partitions,
+            standardize: c.standardize,
+            alpha: c.alpha,
             samples: counters.samples,
             batches: counters.batches,
             sequence: counters.sequence,

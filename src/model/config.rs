@@ -104,6 +104,13 @@ fn default_tolerance() -> f64 {
     DEFAULT_TOLERANCE
 }
 
+/// The default false-alarm rate of ingest scoring (`score=true`).
+pub const DEFAULT_ALPHA: f64 = 0.01;
+
+fn default_alpha() -> f64 {
+    DEFAULT_ALPHA
+}
+
 /// Models written before partitions existed (format v1) are one partition.
 fn one() -> usize {
     1
@@ -135,6 +142,15 @@ pub struct ModelConfig {
     /// merged for every fit (1 ≤ K ≤ [`MAX_PARTITIONS`]).
     #[serde(default = "one")]
     pub partitions: usize,
+    /// PCA of the correlation matrix: every variable scaled by its running standard
+    /// deviation (taken exactly from the accumulator) before the fit, and queries in the
+    /// same scaled space. Autoencoders only.
+    #[serde(default)]
+    pub standardize: bool,
+    /// False-alarm rate α of the control limits ingest scoring (`score=true`) counts
+    /// outliers against, in (0, 0.5).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
 }
 
 mod optimizer_name {
@@ -213,6 +229,18 @@ impl ModelConfig {
                 ),
             ));
         }
+        if self.standardize && self.target_dim.is_some() {
+            return Err(invalid(
+                "standardize",
+                "applies to autoencoder models only (this model has target_dim)",
+            ));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+            return Err(invalid(
+                "alpha",
+                format!("must be in (0, 0.5), got {}", self.alpha),
+            ));
+        }
         let mut params = FitParams::new(self.components, self.optimizer);
         params.tolerance = self.tolerance;
         params.check(m).map_err(|e| match e {
@@ -271,6 +299,8 @@ mod tests {
             optimizer: OptimizerKind::Subspace,
             tolerance: DEFAULT_TOLERANCE,
             partitions: 2,
+            standardize: false,
+            alpha: DEFAULT_ALPHA,
         }
     }
 
@@ -293,19 +323,26 @@ mod tests {
             "half_life":null,"optimizer":"subspace","tolerance":1e-6}"#;
         let c: ModelConfig = serde_json::from_str(v1).unwrap();
         assert_eq!(c.partitions, 1);
+        assert!(!c.standardize);
+        assert_eq!(c.alpha.to_bits(), DEFAULT_ALPHA.to_bits());
         assert_eq!(c.optimizer, OptimizerKind::Subspace);
     }
 
     #[test]
     fn fields_out_of_range_are_named() {
         type Change = fn(&mut ModelConfig);
-        let cases: [(&str, Change); 6] = [
+        let cases: [(&str, Change); 8] = [
             ("dim", |c| c.dim = 0),
             ("components", |c| c.components = 5),
             ("target_dim", |c| c.target_dim = Some(0)),
             ("half_life", |c| c.half_life = Some(-1.0)),
             ("tolerance", |c| c.tolerance = 2.0),
             ("partitions", |c| c.partitions = 65),
+            ("alpha", |c| c.alpha = 0.5),
+            ("standardize", |c| {
+                c.standardize = true;
+                c.target_dim = Some(2);
+            }),
         ];
         for (field, change) in cases {
             let mut c = config();

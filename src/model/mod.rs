@@ -32,6 +32,6 @@ pub mod trainer;
 
 pub use config::{ConfigError, ModelConfig, ModelName};
 pub use error::ModelError;
-pub use model::{Counters, IngestReceipt, Model, Published};
+pub use model::{Counters, FitMonitor, IngestReceipt, Model, Published};
 pub use registry::{Created, ModelLimits, Registry};
 pub use snapshots::{Schedule, Snapshotter};

@@ -22,9 +22,11 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
-use crate::telemetry::throttle::LogThrottle;
-use crate::pca::{Accumulator, Batch, Cancel, Components, TrainerState, ValidParams};
+use crate::pca::{
+    Accumulator, Batch, Cancel, Components, LimitMoments, Standardizer, TrainerState, ValidParams,
+};
 use crate::persistence::{EncodedRecord, ModelFiles, PartitionState, Position, Snapshot};
+use crate::telemetry::throttle::LogThrottle;
 
 use super::config::ModelConfig;
 use super::error::ModelError;
@@ -76,6 +78,20 @@ pub struct Published {
     pub total_steps: u64,
     /// The trainer's warm-start state after the fit (for snapshots).
     pub trainer: TrainerState,
+    /// What monitoring needs from this fit; `None` before the first fit.
+    pub monitor: Option<Arc<FitMonitor>>,
+}
+
+/// What process monitoring needs from a fit, computed with it by the trainer, off the
+/// request path.
+#[derive(Debug, Clone)]
+pub struct FitMonitor {
+    /// The moments of the variance the fit leaves, for control limits at any k; `None`
+    /// when they cannot be formed (a fit with no defined component).
+    pub moments: Option<LimitMoments>,
+    /// For a standardised model, the per-variable means and standard deviations the fit
+    /// was scaled by: queries are scaled by them before they are projected.
+    pub standardizer: Option<Standardizer>,
 }
 
 /// The model's next sequence and row clock.
@@ -405,6 +421,8 @@ impl Model {
                     self.config.components,
                     drift,
                 );
+                self.metrics
+                    .model_alpha(self.config.name.as_str(), self.config.alpha);
             }
             tracing::debug!(model = %self.config.name, sequence = published.sequence,
                 steps = c.steps, converged = c.converged,
@@ -417,6 +435,15 @@ impl Model {
     pub fn record_rejection(&self, code: &str) {
         if *lock(&self.alive) {
             self.metrics.batch_rejected(self.config.name.as_str(), code);
+        }
+    }
+
+    /// Records `rows` ingested rows scored against a published fit, `t2` and `spe` of
+    /// them over the respective control limit (only while the model exists).
+    pub fn record_scored(&self, rows: usize, t2: usize, spe: usize) {
+        if *lock(&self.alive) {
+            self.metrics
+                .rows_scored(self.config.name.as_str(), rows, t2, spe);
         }
     }
 

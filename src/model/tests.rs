@@ -40,6 +40,8 @@ fn config(name: &str, target_dim: Option<usize>, half_life: Option<f64>, k: usiz
         optimizer: OptimizerKind::Subspace,
         tolerance: 1e-6,
         partitions: k,
+        standardize: false,
+        alpha: 0.01,
     }
 }
 
@@ -193,4 +195,54 @@ fn a_batch_of_the_wrong_shape_changes_nothing_and_takes_no_sequence() {
 
     let r = m.ingest(&batch(3, m.config().shape())).unwrap();
     assert_eq!(r.sequence, 2);
+}
+
+#[test]
+fn a_standardised_model_fits_the_correlation_matrix_and_publishes_its_limits_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let mut c = config("z", None, None, 2);
+    c.standardize = true;
+    let Created::New(m) = reg.create(c).unwrap() else {
+        panic!("new model")
+    };
+    let all = ingest_concurrently(&m, 2, 20);
+    let last = all.last().unwrap().0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let published = loop {
+        let p = m.published();
+        if p.sequence >= last && p.components.as_ref().is_some_and(|c| c.converged) {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no converged fit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let monitor = published.monitor.clone().unwrap();
+    assert!(monitor.standardizer.is_some() && monitor.moments.is_some());
+
+    // The explicit correlation matrix of every row, with divisor N − 1 throughout.
+    let rows: Vec<DVector<f64>> = all
+        .iter()
+        .flat_map(|(_, b)| {
+            b.to_f64()
+                .0
+                .chunks(6)
+                .map(DVector::from_column_slice)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let n = rows.len() as f64;
+    let mean = rows.iter().fold(DVector::zeros(6), |a, r| a + r) / n;
+    let cov = rows.iter().fold(DMatrix::zeros(6, 6), |a, r| {
+        let d = r - &mean;
+        a + &d * d.transpose()
+    }) / (n - 1.0);
+    let s = DVector::from_fn(6, |i, _| cov[(i, i)].sqrt());
+    let corr = DMatrix::from_fn(6, 6, |i, j| cov[(i, j)] / (s[i] * s[j]));
+    let mut eig: Vec<f64> = corr.symmetric_eigen().eigenvalues.iter().copied().collect();
+    eig.sort_by(|a, b| b.total_cmp(a));
+    let fit = published.components.clone().unwrap();
+    for (got, want) in fit.eigenvalues.iter().zip(&eig) {
+        assert!((got - want).abs() < 1e-9 * eig[0], "{got} against {want}");
+    }
 }

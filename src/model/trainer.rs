@@ -2,9 +2,10 @@
 //! exact merge of the model's partitions, publishes the fit, and paces itself under a
 //! continuous stream.
 //!
-//! Pacing: after each fit it waits four times that fit's duration (5 ms to 250 ms)
+//! Pacing: after each fit it waits four times that fit's duration (5 ms to 60 s)
 //! while batches keep arriving, and folds everything that arrived meanwhile into the
-//! next fit; fits then take at most about a fifth of a core and ingest keeps the rest.
+//! next fit; fits then take at most about a fifth of a core and ingest keeps the rest,
+//! however long a fit is (its control-limit moments take 2.5 s at n = 4096).
 //! An idle model fits as soon as a batch arrives.
 
 use std::sync::Arc;
@@ -12,9 +13,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::drift::DriftTracker;
-use crate::pca::{PcaError, Trainer};
+use crate::pca::{correlation_target, Components, FitTarget, LimitMoments, PcaError, Trainer};
 
-use super::model::{Model, Published};
+use super::model::{FitMonitor, Model, Published};
 use super::partition::lock;
 
 /// Under a continuous stream the trainer waits this many times its last fit's duration
@@ -22,9 +23,10 @@ use super::partition::lock;
 const TRAINER_PACE: f64 = 4.0;
 /// Shortest pause between fits under a continuous stream.
 const TRAINER_MIN_PAUSE: Duration = Duration::from_millis(5);
-/// Longest pause between fits under a continuous stream: bounds how far the published
-/// components can lag the newest batches (plus one fit).
-const TRAINER_MAX_PAUSE: Duration = Duration::from_millis(250);
+/// Longest pause between fits under a continuous stream. Reached only by fits over 15 s:
+/// below that the pause stays at four fits, so the trainer's share of a core stays at a
+/// fifth and the published components lag the newest batch by at most five fits.
+const TRAINER_MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// Starts `model`'s trainer thread, warm-started from `trainer`.
 ///
@@ -53,18 +55,17 @@ fn run(model: &Model, mut trainer: Trainer, mut drift: DriftTracker) {
             continue;
         }
         let start = Instant::now();
-        let fit = acc
-            .into_target()
-            .and_then(|t| trainer.fit_until(&t, None, &model.cancel));
+        let fit = acc.into_target().and_then(|t| fit(model, &mut trainer, t));
         let elapsed = start.elapsed();
         match fit {
-            Ok(c) => {
+            Ok((c, monitor)) => {
                 let angle = drift.observe(Instant::now(), &c.vectors);
                 let published = Published {
                     components: Some(Arc::new(c)),
                     sequence,
                     total_steps: trainer.total_steps(),
                     trainer: trainer.state().clone(),
+                    monitor: Some(Arc::new(monitor)),
                 };
                 model.publish(published, elapsed, angle);
             }
@@ -77,6 +78,36 @@ fn run(model: &Model, mut trainer: Trainer, mut drift: DriftTracker) {
         }
     }
     tracing::debug!(model = %model.config().name, "trainer stopped");
+}
+
+/// One fit of `target` (of its correlation matrix for a standardised model), and the
+/// moments its control limits need.
+fn fit(
+    model: &Model,
+    trainer: &mut Trainer,
+    target: FitTarget,
+) -> Result<(Components, FitMonitor), PcaError> {
+    let (target, standardizer) = if model.config().standardize {
+        let (t, s) = correlation_target(target)?;
+        (t, Some(s))
+    } else {
+        (target, None)
+    };
+    let components = trainer.fit_until(&target, None, &model.cancel)?;
+    let moments = match LimitMoments::new(&target, &components) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::debug!(model = %model.config().name, error = %e, "no control limits for this fit");
+            None
+        }
+    };
+    Ok((
+        components,
+        FitMonitor {
+            moments,
+            standardizer,
+        },
+    ))
 }
 
 fn wait_for_work(model: &Model) -> bool {

@@ -16,6 +16,7 @@ pub mod monitoring;
 #[cfg(test)]
 mod monitoring_tests;
 pub mod optimizer;
+pub mod params;
 #[cfg(test)]
 mod real_data_tests;
 pub mod standardize;
@@ -31,5 +32,6 @@ pub use monitoring::{
     limits, Contributions, LimitMoments, Limits, OutlierCounts, RowStatistics, SpeMethod,
     THETA_FLOOR,
 };
-pub use optimizer::{FitParams, OptimizerKind, Trainer, TrainerState, ValidParams};
+pub use optimizer::{Trainer, TrainerState};
+pub use params::{FitParams, OptimizerKind, ValidParams};
 pub use standardize::{correlation_target, Standardizer, CONSTANT_RELATIVE};

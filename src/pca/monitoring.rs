@@ -1,4 +1,4 @@
-//! Process monitoring on a published fit (issue 17, `docs/monitoring.md`): Hotelling's
+//! Process monitoring on a published fit (issue 17, `docs/DESIGN.md` §10): Hotelling's
 //! T² and the squared prediction error (SPE, Q) of each row, their per-variable
 //! contributions, and the control limits of both statistics.
 //!

@@ -546,7 +546,7 @@ fn limits_match_an_independent_scipy_reference() {
     }
     eprintln!("quantiles vs scipy: max relative error {within:.1e} (F with ν ≤ 1e5, χ², normal), {beyond:.1e} (F with ν = 1e6, 1e8, 1e10)");
     assert!(within < 1e-9, "{within}");
-    // Beyond ν = 1e5 statrs's incomplete beta loses digits (docs/monitoring.md); the
+    // Beyond ν = 1e5 statrs's incomplete beta loses digits (docs/DESIGN.md §10.3); the
     // quantile still ends, within 1e-5.
     assert!(beyond < 1e-5, "{beyond}");
     eprintln!(

@@ -1,4 +1,4 @@
-//! Correlation PCA (model setting `"standardize": true`, `docs/monitoring.md`): each
+//! Correlation PCA (model setting `"standardize": true`, `docs/DESIGN.md` §10.6): each
 //! variable scaled by its running standard deviation, taken exactly from the
 //! accumulator's scatter, so variables in mixed units weigh alike.
 //!

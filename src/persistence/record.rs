@@ -57,6 +57,19 @@ pub struct EncodedRecord {
     bytes: Vec<u8>,
 }
 
+/// Writes `values` little-endian at the start of `out` (W bytes each) and returns the rest.
+fn put_le<'a, T: Copy, const W: usize>(
+    out: &'a mut [u8],
+    values: &[T],
+    le: impl Fn(T) -> [u8; W],
+) -> &'a mut [u8] {
+    let (head, rest) = out.split_at_mut(values.len() * W);
+    for (dst, v) in head.chunks_exact_mut(W).zip(values) {
+        dst.copy_from_slice(&le(*v));
+    }
+    rest
+}
+
 impl EncodedRecord {
     /// Encodes `batch` with a zero stamp and no checksum yet.
     ///
@@ -91,16 +104,19 @@ impl EncodedRecord {
         buf.extend_from_slice(&rows.to_le_bytes());
         buf.extend_from_slice(&dim.to_le_bytes());
         buf.extend_from_slice(&target.to_le_bytes());
+        // One resize, then fixed-width stores the compiler turns into plain copies (a
+        // push per value re-checked the capacity every 4 bytes: 4 % of a server's CPU).
+        let values = buf.len();
+        buf.resize(values + data.value_bytes(), 0);
+        let out = &mut buf[values..];
         match data {
             BatchData::F32 { x, y } => {
-                for v in x.iter().chain(y.iter().flatten()) {
-                    buf.extend_from_slice(&v.to_le_bytes());
-                }
+                let rest = put_le(out, x, |v| v.to_le_bytes());
+                put_le(rest, y.as_deref().unwrap_or_default(), |v| v.to_le_bytes());
             }
             BatchData::F64 { x, y } => {
-                for v in x.iter().chain(y.iter().flatten()) {
-                    buf.extend_from_slice(&v.to_le_bytes());
-                }
+                let rest = put_le(out, x, |v| v.to_le_bytes());
+                put_le(rest, y.as_deref().unwrap_or_default(), |v| v.to_le_bytes());
             }
         }
         Ok(Self { bytes: buf })

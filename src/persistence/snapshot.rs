@@ -13,7 +13,8 @@
 //! "SPCASNAP" (8 bytes) · version u32 · payload · crc32 u32 of everything before it
 //! payload:
 //!   config      name str · dim u64 · components u64 · target_dim u64 (0 = none) ·
-//!               half_life opt_f64 · optimizer str · tolerance f64 · partitions u64 (K)
+//!               half_life opt_f64 · optimizer str · tolerance f64 · partitions u64 (K) ·
+//!               standardize u8 (0/1) · alpha f64
 //!   positions   K × (sequence u64 · local u64 · batches u64)
 //!   partitions  K × (count f64 · clock u64 · mean_x vec · sxx mat · mean_y opt_vec ·
 //!               syx opt_mat · tr_syy f64)
@@ -200,6 +201,8 @@ pub fn encode_to<W: Write>(s: &Snapshot, out: W) -> io::Result<W> {
     w.str(c.optimizer.as_str())?;
     w.f64(c.tolerance)?;
     w.usize(c.partitions)?;
+    w.u8(u8::from(c.standardize))?;
+    w.f64(c.alpha)?;
     for p in &s.partitions {
         w.u64(p.position.sequence)?;
         w.u64(p.position.local)?;
@@ -316,10 +319,14 @@ fn read_config(r: &mut Reader<'_>, version: u32) -> Result<ModelConfig, FormatEr
     let optimizer = OptimizerKind::parse(&optimizer)
         .ok_or_else(|| FormatError::Inconsistent(format!("unknown optimizer `{optimizer}`")))?;
     let tolerance = r.f64("config tolerance").map_err(corrupt)?;
-    let partitions = if version == 1 {
-        1
+    let (partitions, standardize, alpha) = if version == 1 {
+        (1, false, crate::model::config::DEFAULT_ALPHA)
     } else {
-        r.usize("config partitions").map_err(corrupt)?
+        (
+            r.usize("config partitions").map_err(corrupt)?,
+            r.flag("config standardize").map_err(corrupt)?,
+            r.f64("config alpha").map_err(corrupt)?,
+        )
     };
     let config = ModelConfig {
         name,
@@ -330,6 +337,8 @@ fn read_config(r: &mut Reader<'_>, version: u32) -> Result<ModelConfig, FormatEr
         optimizer,
         tolerance,
         partitions,
+        standardize,
+        alpha,
     };
     config
         .validate()

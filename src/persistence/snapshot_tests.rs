@@ -18,6 +18,8 @@ fn config(dim: usize, target_dim: Option<usize>, half_life: Option<f64>) -> Mode
         optimizer: OptimizerKind::Subspace,
         tolerance: 1e-6,
         partitions: 2,
+        standardize: false,
+        alpha: 0.01,
     }
 }
 

@@ -33,6 +33,7 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/v1/models/{name}/samples", Access::Write),
     ("GET", "/v1/models/{name}/components", Access::Read),
     ("POST", "/v1/models/{name}/project", Access::Read),
+    ("GET", "/v1/models/{name}/limits", Access::Read),
     // Not routes of this branch: unknown routes need the write key.
     ("GET", "/v1/models/{name}/snapshot", Access::Write),
     ("PUT", "/v1/models/{name}/snapshot", Access::Write),

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::helpers::{matrix, spawn_app, spawn_app_with, spiked_rows, vector, TestApp};
 
 /// Runs `streampca ARGS --url APP` and returns its output.
-async fn run(app: &TestApp, args: &[&str]) -> Output {
+pub async fn run(app: &TestApp, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_streampca"))
         .args(args)
         .args(["--url", &app.address])
@@ -22,23 +22,23 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Asserts exit status 0, showing stderr otherwise.
-fn ok(o: &Output) -> String {
+pub fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{:?}: {}", o.status, stderr(o));
     stdout(o)
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
     p
 }
 
-fn csv(rows: &[Vec<f64>]) -> Vec<u8> {
+pub fn csv(rows: &[Vec<f64>]) -> Vec<u8> {
     let header: Vec<String> = (0..rows[0].len()).map(|i| format!("x{i}")).collect();
     let mut s = header.join(",") + "\n";
     for r in rows {

@@ -136,7 +136,7 @@ async fn ragged_rows_name_the_row_and_its_length() {
     let body = br#"{"x": [[1,2,3,4],[1,2,3,4],[1,2]]}"#.to_vec();
     let r = app.post_samples("m", "application/json", body).await;
     let msg = assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "ragged_rows").await;
-    assert!(msg.contains("row 2 has 2 values"), "{msg}");
+    assert!(msg.contains("x row 3 has 2 values"), "{msg}");
 }
 
 #[tokio::test]

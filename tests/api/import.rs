@@ -24,6 +24,8 @@ fn config(dim: usize, components: usize) -> ModelConfig {
         optimizer: OptimizerKind::Subspace,
         tolerance: 1e-6,
         partitions: 1,
+        standardize: false,
+        alpha: 0.01,
     }
 }
 

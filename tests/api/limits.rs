@@ -78,7 +78,7 @@ async fn huge_magnitude_values_are_refused_precisely() {
         .post_samples("m", "text/csv", b"1,1e200\n".to_vec())
         .await;
     let msg = assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "value_out_of_range").await;
-    assert!(msg.contains("row 0, column 1"), "{msg}");
+    assert!(msg.contains("x row 1, column 2"), "{msg}");
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod auth;
+mod bodies;
 mod cli;
+mod cli_monitoring;
 mod concurrency;
 mod connections;
 mod durability;
@@ -14,6 +16,9 @@ mod ingest;
 mod limits;
 mod metrics;
 mod models;
+mod monitoring;
+mod monitoring_process;
+mod npy;
 mod openapi;
 mod process;
 mod project;

@@ -37,6 +37,8 @@ pub fn config(name: &str, dim: usize, components: usize) -> ModelConfig {
         optimizer: OptimizerKind::Subspace,
         tolerance: 1e-6,
         partitions: 4,
+        standardize: false,
+        alpha: streampca::model::config::DEFAULT_ALPHA,
     }
 }
 

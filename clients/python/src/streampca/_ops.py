@@ -1,0 +1,296 @@
+"""The client's operations, written once for both clients.
+
+Each operation is a generator that yields :class:`Call` (an HTTP request) or
+:class:`Sleep` steps and receives the answer of each call (an ``httpx.Response`` with
+its body read); error answers are thrown into it as :class:`ApiError`. The synchronous
+and the asynchronous client drive the same generators (``client.py``), so they cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Generator, Optional, Union
+
+import numpy as np
+
+from ._errors import FitTimeoutError, NotFoundError
+from ._types import Components, IngestReceipt, ModelStatus, Projection
+from ._wire import NPY, NPZ, as_matrix, check_finite, npy_bytes, read_npz, split_rows
+
+
+@dataclass
+class Call:
+    """One HTTP request. ``idempotent`` requests are retried after transport errors too
+    (a non-idempotent one only after answers that say it was not applied)."""
+
+    method: str
+    path: str
+    params: Optional[Dict[str, str]] = None
+    json: Any = None
+    content: Optional[bytes] = None
+    headers: Optional[Dict[str, str]] = None
+    idempotent: bool = True
+    retry: bool = True
+
+
+@dataclass
+class Sleep:
+    """Wait this many seconds before the next step."""
+
+    seconds: float
+
+
+Op = Generator[Union[Call, Sleep], Any, Any]
+
+#: Default bytes of values per ingest request (the server's default body limit is 64 MiB).
+INGEST_BYTES = 16 << 20
+#: The server's default ``max_batch_rows``.
+MAX_BATCH_ROWS = 100_000
+#: The server's default ``max_query_rows``.
+MAX_QUERY_ROWS = 10_000
+
+
+def _path(name: str, tail: str = "") -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    return f"/v1/models/{name}{tail}"
+
+
+def create_model(
+    name: str, dim: int, components: int, settings: Dict[str, Any]
+) -> Op:
+    body = {"name": name, "dim": int(dim), "components": int(components)}
+    body.update({k: v for k, v in settings.items() if v is not None})
+    r = yield Call("POST", "/v1/models", json=body, idempotent=True)
+    return ModelStatus.from_json(r.json())
+
+
+def get_model(name: str) -> Op:
+    r = yield Call("GET", _path(name))
+    return ModelStatus.from_json(r.json())
+
+
+def list_models() -> Op:
+    r = yield Call("GET", "/v1/models")
+    return [ModelStatus.from_json(m) for m in r.json()["models"]]
+
+
+def delete_model(name: str, missing_ok: bool) -> Op:
+    try:
+        yield Call("DELETE", _path(name))
+    except NotFoundError:
+        if not missing_ok:
+            raise
+        return False
+    return True
+
+
+def _progress_printer(name: str, total: int) -> Callable[[int, int], None]:
+    start = time.monotonic()
+
+    def show(done: int, total: int = total) -> None:
+        rate = done / max(time.monotonic() - start, 1e-9)
+        end = "\n" if done >= total else ""
+        sys.stderr.write(
+            f"\ringest {name}: {done}/{total} rows ({100 * done / max(total, 1):.0f}%, "
+            f"{rate:,.0f} rows/s){end}"
+        )
+        sys.stderr.flush()
+
+    return show
+
+
+def ingest(
+    name: str,
+    X: Any,
+    y: Any,
+    batch_size: Optional[int],
+    progress: Union[bool, Callable[[int, int], None]],
+) -> Op:
+    path = _path(name, "/samples")
+    X = as_matrix(X, "X")
+    if y is not None:
+        Y = np.asarray(y)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        Y = as_matrix(Y, "y")
+        if Y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {Y.shape[0]}")
+        dtype = np.float32 if X.dtype == Y.dtype == np.float32 else np.float64
+        X = np.hstack([X.astype(dtype, copy=False), Y.astype(dtype, copy=False)])
+    if X.shape[0] == 0:
+        raise ValueError("X has no rows")
+    # Every row is checked before the first batch is sent, so a bad value cannot leave
+    # a half-ingested array behind.
+    check_finite(X, "X" if y is None else "[X, y]")
+    n, width = X.shape
+    if batch_size is None:
+        batch_size = max(1, min(MAX_BATCH_ROWS, INGEST_BYTES // max(1, width * X.itemsize)))
+    elif int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    show: Optional[Callable[[int, int], None]]
+    if progress is True:
+        show = _progress_printer(name, n)
+    elif callable(progress):
+        show = progress
+    else:
+        show = None
+    first = None
+    r: Dict[str, Any] = {}
+    ranges = split_rows(n, batch_size)
+    for a, b in ranges:
+        resp = yield Call(
+            "POST",
+            path,
+            content=npy_bytes(X[a:b]),
+            headers={"content-type": NPY},
+            idempotent=False,
+        )
+        r = resp.json()
+        if first is None:
+            first = int(r["sequence"])
+        if show is not None:
+            show(b, n)
+    return IngestReceipt(
+        rows=n,
+        batches=len(ranges),
+        samples=float(r["samples"]),
+        first_sequence=int(first or 0),
+        sequence=int(r["sequence"]),
+    )
+
+
+def components(name: str, k: Optional[int]) -> Op:
+    params = None if k is None else {"k": str(int(k))}
+    r = yield Call("GET", _path(name, "/components"), params=params)
+    return Components.from_json(r.json())
+
+
+def project(
+    name: str,
+    X: Any,
+    k: Optional[int],
+    whiten: bool,
+    reconstruct: bool,
+    binary: bool,
+    batch_size: Optional[int],
+) -> Op:
+    path = _path(name, "/project")
+    X = as_matrix(X, "X")
+    n = X.shape[0]
+    ranges = split_rows(n, batch_size or MAX_QUERY_ROWS) or [(0, 0)]
+    parts: "list[Projection]" = []
+    for attempt in range(3):
+        parts = []
+        for a, b in ranges:
+            chunk = X[a:b]
+            if binary:
+                params = {}
+                if k is not None:
+                    params["k"] = str(int(k))
+                if whiten:
+                    params["whiten"] = "true"
+                if reconstruct:
+                    params["reconstruct"] = "true"
+                resp = yield Call(
+                    "POST",
+                    path,
+                    params=params,
+                    content=npy_bytes(chunk),
+                    headers={"content-type": NPY, "accept": NPZ},
+                )
+                if resp.headers.get("content-type", "").startswith(NPZ):
+                    parts.append(Projection.from_arrays(read_npz(resp.content)))
+                else:  # a server without binary answers
+                    parts.append(Projection.from_json(resp.json(), X.shape[1]))
+            else:
+                body: Dict[str, Any] = {"x": chunk.tolist()}
+                if k is not None:
+                    body["k"] = int(k)
+                if whiten:
+                    body["whiten"] = True
+                if reconstruct:
+                    body["reconstruct"] = True
+                resp = yield Call("POST", path, json=body)
+                parts.append(Projection.from_json(resp.json(), X.shape[1]))
+        if len({p.sequence for p in parts}) == 1:
+            break
+        # The published fit changed between two requests of this X: project it again
+        # so that one fit covers every row.
+    else:
+        warnings.warn(
+            f"the fit of model {name!r} changed while {n} rows were projected in "
+            f"{len(ranges)} requests (three attempts); the rows were projected by fits "
+            f"{sorted({p.sequence for p in parts})}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return Projection.concat(parts)
+
+
+def wait_until_fitted(
+    name: str, timeout: float, sequence: Optional[int], poll: float
+) -> Op:
+    deadline = time.monotonic() + float(timeout)
+    r = yield Call("GET", _path(name))
+    st = ModelStatus.from_json(r.json())
+    target = st.sequence if sequence is None else int(sequence)
+    delay = min(0.002, poll)
+    while not (st.fitted and st.fitted_sequence >= target):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise FitTimeoutError(
+                f"model {name!r}: no fit covering batch {target} within {timeout} s "
+                f"(fitted through batch {st.fitted_sequence}, {st.samples:g} samples "
+                f"for {st.components} components of dim {st.dim}; the service fits once "
+                "it has more samples than the components it carries)"
+            )
+        yield Sleep(min(delay, left))
+        delay = min(delay * 1.5, poll)
+        r = yield Call("GET", _path(name))
+        st = ModelStatus.from_json(r.json())
+    return st
+
+
+def export_snapshot(name: str, path: Optional[Union[str, os.PathLike]]) -> Op:
+    r = yield Call("GET", _path(name, "/snapshot"))
+    data = r.content
+    if path is not None:
+        with open(path, "wb") as f:
+            f.write(data)
+    return data
+
+
+def import_snapshot(name: str, source: Any) -> Op:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            data = f.read()
+    elif hasattr(source, "read"):
+        data = source.read()
+    else:
+        raise TypeError(
+            "import_snapshot takes bytes, a path or a binary file object, "
+            f"got {type(source).__name__}"
+        )
+    r = yield Call(
+        "PUT",
+        _path(name, "/snapshot"),
+        content=data,
+        headers={"content-type": "application/octet-stream"},
+    )
+    return ModelStatus.from_json(r.json())
+
+
+def ready() -> Op:
+    try:
+        yield Call("GET", "/readyz", retry=False)
+    except Exception:  # noqa: BLE001 - any failure means "not ready"
+        return False
+    return True

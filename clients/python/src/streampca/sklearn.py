@@ -1,0 +1,802 @@
+"""``StreamPCA``: a scikit-learn estimator backed by a streampca service.
+
+It behaves like :class:`sklearn.decomposition.IncrementalPCA` wherever a served model
+can: ``fit`` starts a fresh model on the service and sends the rows in batches,
+``partial_fit`` appends a batch, and the fitted attributes (``components_``,
+``explained_variance_``, …) are the service's fit, which is the *exact* PCA of every row
+sent (to the ``tolerance`` in radians), not an incremental approximation.
+``transform``, ``inverse_transform``, ``get_covariance``, ``get_precision`` and
+``score_samples`` are computed locally from the fitted attributes, with scikit-learn's
+formulas, so they need no round trip.
+
+Model lifecycle on the service
+------------------------------
+- ``model=None`` (default): the estimator creates a model named ``sklearn-<random>``
+  and owns it. ``fit`` deletes the previous one and creates a new one. The model is
+  deleted when the estimator is closed (:meth:`StreamPCA.close`, or ``with``), garbage
+  collected, or when the interpreter exits — so a notebook that fits a hundred
+  estimators leaves none behind (a process killed with SIGKILL does; list
+  ``sklearn-*`` models with :class:`streampca.Client` to clean up).
+- ``model="name"``: a model you name and keep. ``fit`` replaces it with a fresh one;
+  ``partial_fit`` appends to it, creating it if absent, so a later process can go on
+  where an earlier one stopped (its dimension, components, ``half_life`` and
+  ``tolerance`` must agree). The estimator never deletes it otherwise.
+- An estimator-owned model's rows are coalesced into requests of up to
+  ``buffer_bytes`` (1 MiB): the service's exact accumulator fits the same components
+  however the rows are batched, so ``partial_fit`` in small batches costs few requests.
+  Fitted attributes, ``flush``, ``close``, ``fit`` and pickling send what is buffered.
+  A named model (and one with ``half_life``) gets every ``partial_fit`` at once.
+- A copy (``pickle``, ``copy.deepcopy``) keeps the fitted attributes and works offline.
+  Its first ``partial_fit`` forks the served model into a new owned one (snapshot export
+  and import), so the copy and the original grow independently, as copies of
+  IncrementalPCA do.
+- ``clone`` copies parameters only; two clones with the same ``model=`` name share (and
+  ``fit`` replaces) one served model, so give parallel clones ``model=None``.
+
+Conventions (scikit-learn's)
+----------------------------
+- Divisors: ``explained_variance_`` and ``get_covariance`` use N − 1 (sample
+  covariance), ``var_`` uses N, as scikit-learn does; ``singular_values_`` are
+  ``sqrt(explained_variance_ · (N − 1))``; ``noise_variance_`` is the mean variance of
+  the discarded directions, ``(total − Σ explained_variance_) / (min(n_features, N) −
+  n_components_)``, as in :class:`sklearn.decomposition.PCA`.
+- Signs: each component's largest-magnitude entry is positive (``svd_flip`` with
+  ``u_based_decision=False``).
+- ``n_components=None`` keeps ``min(n_samples of the first batch, n_features)``
+  components, and ``batch_size=None`` means ``5 · n_features`` rows per request, as
+  IncrementalPCA does. The service needs ``min(n_components_ + 4, n_features) + 1``
+  samples before it fits; ``fit`` with fewer raises ``ValueError``.
+- float32 input gives float32 attributes and outputs (the service computes in float64).
+- ``var_`` is computed here, from the rows this estimator sent (the service does not
+  report per-feature variances).
+"""
+
+from __future__ import annotations
+
+import atexit
+import numbers
+import queue
+import re
+import threading
+import uuid
+import warnings
+import weakref
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+from scipy import linalg, sparse
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.utils import gen_batches
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from ._errors import NotFoundError
+from .client import Client
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _sk_validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    _sk_validate_data = None
+
+try:
+    from sklearn.utils._param_validation import InvalidParameterError
+except ImportError:  # pragma: no cover - older scikit-learn
+
+    class InvalidParameterError(ValueError, TypeError):  # type: ignore[no-redef]
+        """A constructor parameter of the wrong type or out of range."""
+
+
+__all__ = ["StreamPCA"]
+
+#: Guard columns the service's optimiser carries beside the components: it fits once it
+#: has ``min(components + 4, dim) + 1`` samples.
+_SERVER_GUARD_COLUMNS = 4
+#: Bytes of values per ingest request (the service's default body limit is 64 MiB).
+_MAX_REQUEST_BYTES = 32 << 20
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_FITTED = (
+    "components_",
+    "explained_variance_",
+    "explained_variance_ratio_",
+    "singular_values_",
+    "mean_",
+    "var_",
+    "noise_variance_",
+)
+
+
+def _validate_data(est: BaseEstimator, X: Any, **kw: Any) -> Any:
+    if _sk_validate_data is not None:
+        return _sk_validate_data(est, X, **kw)
+    return est._validate_data(X, **kw)  # pragma: no cover - older scikit-learn
+
+
+# --- clients and owned models -------------------------------------------------------
+
+_clients: Dict[Tuple[Optional[str], Optional[str]], Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(url: Optional[str], api_key: Optional[str]) -> Client:
+    """One client (one keep-alive pool) per service and key, shared by estimators."""
+    key = (url, api_key)
+    with _clients_lock:
+        c = _clients.get(key)
+        if c is None:
+            c = _clients[key] = Client(url=url, api_key=api_key)
+        return c
+
+
+# Owned models to delete. A finalizer may run anywhere (inside another request on the
+# same connection pool, say), so it only queues the name (SimpleQueue.put is reentrant);
+# a daemon thread with its own connections deletes, and the exit hook deletes whatever
+# is left, owned models of live estimators included.
+_doomed: "queue.SimpleQueue[Tuple[str, Optional[str], Optional[str]]]" = queue.SimpleQueue()
+_live: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
+_worker: Optional[threading.Thread] = None
+_worker_lock = threading.Lock()
+
+
+def _delete_now(name: str, url: Optional[str], api_key: Optional[str], c: Any) -> None:
+    try:
+        c.delete_model(name, missing_ok=True)
+    except Exception:  # noqa: BLE001 - best effort: the service may be gone
+        pass
+    _live.pop(name, None)
+
+
+def _reaper() -> None:
+    clients: Dict[Tuple[Optional[str], Optional[str]], Client] = {}
+    while True:
+        name, url, api_key = _doomed.get()
+        c = clients.get((url, api_key))
+        if c is None:
+            c = clients[(url, api_key)] = Client(url=url, api_key=api_key, retries=2)
+        _delete_now(name, url, api_key, c)
+
+
+def _doom(name: str, url: Optional[str], api_key: Optional[str]) -> None:
+    """Finalizer: queue an owned model for deletion (safe from any context)."""
+    _doomed.put((name, url, api_key))
+
+
+def _start_reaper() -> None:
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = threading.Thread(target=_reaper, name="streampca-reaper", daemon=True)
+            _worker.start()
+
+
+@atexit.register
+def _delete_owned_models_at_exit() -> None:
+    pending = dict(_live)
+    while True:
+        try:
+            name, url, api_key = _doomed.get_nowait()
+        except queue.Empty:
+            break
+        pending[name] = (url, api_key)
+    for name, (url, api_key) in pending.items():
+        try:
+            with Client(url=url, api_key=api_key, timeout=5.0, retries=0) as c:
+                c.delete_model(name, missing_ok=True)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+# --- parameter validation (scikit-learn's messages) ---------------------------------
+
+
+def _check_param(name: str, value: Any, ok: bool, expected: str) -> None:
+    if not ok:
+        raise InvalidParameterError(
+            f"The {name!r} parameter of StreamPCA must be {expected}. Got {value!r} instead."
+        )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _svd_flip_rows(v: np.ndarray) -> np.ndarray:
+    """scikit-learn's sign convention: each row's largest-magnitude entry positive."""
+    if v.size == 0:
+        return v
+    idx = np.argmax(np.abs(v), axis=1)
+    signs = np.sign(v[np.arange(v.shape[0]), idx])
+    signs[signs == 0] = 1.0
+    return v * signs[:, None]
+
+
+class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Principal component analysis fitted by a streampca service.
+
+    Parameters:
+        n_components: components to keep; ``None``: ``min(n_samples of the first
+            batch, n_features)``.
+        whiten: divide ``transform``'s scores by √``explained_variance_``.
+        copy: accepted for IncrementalPCA compatibility; the input is never modified.
+        batch_size: rows per request in ``fit``; ``None``: ``5 · n_features``.
+        url, api_key: the service (defaults: ``STREAMPCA_URL`` / ``STREAMPCA_API_KEY``,
+            then ``http://127.0.0.1:8080``).
+        model: a served model's name to fit and keep (see the module's lifecycle
+            notes); ``None``: an estimator-owned model, deleted with the estimator.
+        half_life: forgetting half-life in samples (``None``: keep every sample); with
+            it, ``n_samples_seen_`` is the weighted count.
+        tolerance: the service's convergence tolerance on every component, radians.
+        fit_timeout: seconds to wait for the service's fit.
+        buffer_bytes: with an estimator-owned model and no ``half_life``,
+            ``partial_fit`` (and ``fit``) coalesce rows into requests of up to this many
+            bytes (0: one request per call; a call larger than this is sent as it is).
+            The default, 1 MiB, spares small calls most of their per-request cost; larger
+            requests do not pay off (the service's ingest costs more per row in batches
+            of thousands of rows than of hundreds). The service's exact accumulator fits the
+            same components however rows are batched, so only the number of requests
+            changes; an error the service reports for buffered rows is raised by the
+            call that sends them (a later ``partial_fit``, :meth:`flush`, or the first
+            read of a fitted attribute).
+
+    Attributes are those of IncrementalPCA: ``components_`` (n_components_ ×
+    n_features), ``explained_variance_``, ``explained_variance_ratio_``,
+    ``singular_values_``, ``mean_``, ``var_``, ``noise_variance_``, ``n_components_``,
+    ``n_samples_seen_``, ``n_features_in_``, ``feature_names_in_``, ``batch_size_``.
+    After ``partial_fit`` they are fetched from the service on first use (waiting for
+    the fit that covers every batch sent), so a stream of ``partial_fit`` calls is not
+    slowed down by fits it does not look at.
+    """
+
+    def __init__(
+        self,
+        n_components: Optional[int] = None,
+        *,
+        whiten: bool = False,
+        copy: bool = True,
+        batch_size: Optional[int] = None,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        model: Optional[str] = None,
+        half_life: Optional[float] = None,
+        tolerance: float = 1e-6,
+        fit_timeout: float = 300.0,
+        buffer_bytes: int = 1 << 20,
+    ) -> None:
+        self.n_components = n_components
+        self.whiten = whiten
+        self.copy = copy
+        self.batch_size = batch_size
+        self.url = url
+        self.api_key = api_key
+        self.model = model
+        self.half_life = half_life
+        self.tolerance = tolerance
+        self.fit_timeout = fit_timeout
+        self.buffer_bytes = buffer_bytes
+
+    # --- parameters -------------------------------------------------------------------
+
+    def _validate_params(self) -> None:
+        p = self.n_components
+        _check_param(
+            "n_components", p, p is None or (_is_int(p) and p >= 1),
+            "an int in the range [1, inf) or None",
+        )
+        for flag in ("whiten", "copy"):
+            v = getattr(self, flag)
+            _check_param(flag, v, isinstance(v, (bool, np.bool_)), "an instance of 'bool'")
+        b = self.batch_size
+        _check_param(
+            "batch_size", b, b is None or (_is_int(b) and b >= 1),
+            "an int in the range [1, inf) or None",
+        )
+        for s in ("url", "api_key"):
+            v = getattr(self, s)
+            _check_param(s, v, v is None or isinstance(v, str), "a str or None")
+        m = self.model
+        _check_param(
+            "model", m, m is None or (isinstance(m, str) and bool(_NAME.match(m))),
+            "a str matching [a-z0-9][a-z0-9_-]{0,63} or None",
+        )
+        h = self.half_life
+        _check_param(
+            "half_life", h, h is None or (_is_real(h) and np.isfinite(h) and h > 0),
+            "a float in the range (0, inf) or None",
+        )
+        t = self.tolerance
+        _check_param(
+            "tolerance", t, _is_real(t) and 0 < t < 1, "a float in the range (0, 1)"
+        )
+        f = self.fit_timeout
+        _check_param("fit_timeout", f, _is_real(f) and f > 0, "a float in the range (0, inf)")
+        b = self.buffer_bytes
+        _check_param("buffer_bytes", b, _is_int(b) and b >= 0, "an int in the range [0, inf)")
+
+    # --- the served model -------------------------------------------------------------
+
+    def _service(self) -> Client:
+        return _client(self.url, self.api_key)
+
+    def _drop_model(self) -> None:
+        """Forgets the served model (deleting it if owned) and the fitted state."""
+        fin = self.__dict__.pop("_finalizer", None)
+        name = self.__dict__.pop("_model", None)
+        if fin is not None and fin.alive:
+            fin.detach()
+            _delete_now(name, self.url, self.api_key, self._service())
+        for attr in (
+            "_cache", "_stale", "_sent", "_stats", "_dtype", "_fork_from", "_closed",
+            "_buf", "_buf_rows",
+        ):
+            self.__dict__.pop(attr, None)
+        for attr in ("n_components_", "n_samples_seen_"):
+            self.__dict__.pop(attr, None)
+
+    def close(self) -> None:
+        """Deletes the estimator-owned served model now (a named model is kept). The
+        fitted attributes stay usable; ``partial_fit`` then needs a new ``fit``."""
+        if self.__dict__.get("_stale"):
+            try:
+                self._sync()
+            except Exception:  # noqa: BLE001 - closing must not fail on a missing fit
+                pass
+        fin = self.__dict__.pop("_finalizer", None)
+        owned = fin is not None and fin.alive
+        if owned:
+            fin.detach()
+            _delete_now(self._model, self.url, self.api_key, self._service())
+        if "_model" in self.__dict__ or "_fork_from" in self.__dict__:
+            self.__dict__.pop("_model", None)
+            self.__dict__.pop("_fork_from", None)
+            # A named model stays on the service: a later partial_fit attaches again.
+            if owned:
+                self._closed = True
+
+    def __enter__(self) -> "StreamPCA":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _own(self, name: str) -> None:
+        _start_reaper()
+        _live[name] = (self.url, self.api_key)
+        self._finalizer = weakref.finalize(self, _doom, name, self.url, self.api_key)
+        self._finalizer.atexit = False  # the module's exit hook deletes what is left
+
+    def _create(self, name: str, n_features: int, p: int, owned: bool) -> None:
+        self._service().create_model(
+            name, n_features, p, half_life=self.half_life, tolerance=self.tolerance
+        )
+        if owned:
+            self._own(name)
+        self._model = name
+        self.n_components_ = p
+        self.n_samples_seen_ = 0
+
+    def _open(self, n_samples: int, n_features: int) -> None:
+        """First ``partial_fit``: choose ``n_components_`` as IncrementalPCA does, then
+        create (or, with ``model=``, attach to) the served model."""
+        if self.model is not None:
+            try:
+                st = self._service().get_model(self.model)
+            except NotFoundError:
+                st = None
+            if st is not None:
+                self._attach(st, n_features)
+                return
+        if self.n_components is None:
+            p = min(n_samples, n_features)
+        elif not self.n_components <= n_features:
+            raise ValueError(
+                "n_components=%r invalid for n_features=%d, need more rows than columns "
+                "for IncrementalPCA processing" % (self.n_components, n_features)
+            )
+        elif self.n_components > n_samples:
+            raise ValueError(
+                f"n_components={self.n_components} must be less or equal to the batch "
+                f"number of samples {n_samples} for the first partial_fit call."
+            )
+        else:
+            p = self.n_components
+        if self.model is not None:
+            self._create(self.model, n_features, p, owned=False)
+        else:
+            self._create(f"sklearn-{uuid.uuid4().hex[:24]}", n_features, p, owned=True)
+
+    def _attach(self, st: Any, n_features: int) -> None:
+        problems = []
+        if st.dim != n_features:
+            problems.append(f"dim {st.dim} (X has {n_features} features)")
+        if st.target_dim is not None:
+            problems.append(f"target_dim {st.target_dim} (a regression model)")
+        if self.n_components is not None and st.components != self.n_components:
+            problems.append(f"components {st.components} (n_components={self.n_components})")
+        if st.half_life != self.half_life:
+            problems.append(f"half_life {st.half_life} (half_life={self.half_life})")
+        if st.tolerance is not None and st.tolerance != self.tolerance:
+            problems.append(f"tolerance {st.tolerance} (tolerance={self.tolerance})")
+        if problems:
+            raise ValueError(
+                f"served model {st.name!r} does not match this estimator: it has "
+                + "; ".join(problems)
+                + ". Match the parameters, or call fit() to replace the model."
+            )
+        self._model = st.name
+        self.n_components_ = st.components
+        self.n_samples_seen_ = self._count(st.samples)
+        self._sent = st.sequence
+        self._stale = True
+
+    def _fork(self, source: str) -> None:
+        """A copy's first ``partial_fit``: continue from a private copy of the served
+        model, taken by snapshot, if the model is still where the copy left it (a named
+        model is shared, not copied)."""
+        c = self._service()
+        try:
+            st = c.get_model(source)
+        except NotFoundError:
+            st = None
+        if st is None or st.sequence != self.__dict__.get("_sent"):
+            raise NotFittedError(
+                f"this estimator is a copy whose served model {source!r} "
+                + ("no longer exists" if st is None else "has changed since the copy was made")
+                + "; call fit() to start a new one"
+            )
+        name = self.model or f"sklearn-{uuid.uuid4().hex[:24]}"
+        if self.model is None:
+            c.import_snapshot(name, c.export_snapshot(source))
+            self._own(name)
+        self._model = name
+
+    def _count(self, samples: float) -> Any:
+        return int(round(samples)) if self.half_life is None else float(samples)
+
+    # --- fitting ----------------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any = None) -> "StreamPCA":
+        """Fits a fresh served model on ``X`` (rows×features; sparse accepted), sent in
+        batches of ``batch_size_`` rows, and waits for the service's fit.
+
+        Raises ``ValueError`` for invalid input or too few samples for the service to
+        fit."""
+        self._validate_params()
+        X = _validate_data(
+            self,
+            X,
+            accept_sparse=["csr", "csc", "lil"],
+            copy=False,
+            dtype=[np.float64, np.float32],
+            reset=True,
+        )
+        self._drop_model()
+        if self.model is not None:
+            self._service().delete_model(self.model, missing_ok=True)
+        n_samples, n_features = X.shape
+        self.batch_size_ = 5 * n_features if self.batch_size is None else self.batch_size
+        for batch in gen_batches(n_samples, self.batch_size_, min_batch_size=self.n_components or 0):
+            X_batch = X[batch]
+            if sparse.issparse(X_batch):
+                X_batch = X_batch.toarray()
+            self.partial_fit(X_batch, check_input=False)
+        self.flush()
+        need = self._samples_needed()
+        if self.n_samples_seen_ < need:
+            raise ValueError(
+                f"StreamPCA needs at least {need} samples to fit {self.n_components_} "
+                f"components of {n_features} features on the service, got "
+                f"n_samples={n_samples}"
+            )
+        self._sync()
+        return self
+
+    def partial_fit(self, X: Any, y: Any = None, check_input: bool = True) -> "StreamPCA":
+        """Appends the rows of ``X`` to the served model as one batch (split only if
+        larger than 32 MiB). The fitted attributes follow on first use."""
+        if self.__dict__.get("_closed"):
+            raise NotFittedError(
+                "this StreamPCA was closed (its served model deleted); call fit() to start "
+                "a new model"
+            )
+        fork = "_model" not in self.__dict__ and "_fork_from" in self.__dict__
+        first_pass = "_model" not in self.__dict__ and not fork
+        if check_input:
+            self._validate_params()
+            if sparse.issparse(X):
+                raise TypeError(
+                    "StreamPCA.partial_fit does not support sparse input. Either convert "
+                    "data to dense or use StreamPCA.fit to do so in batches."
+                )
+            X = _validate_data(
+                self, X, copy=False, dtype=[np.float64, np.float32], reset=first_pass
+            )
+        n_samples, n_features = X.shape
+        if fork:
+            self._fork(self.__dict__.pop("_fork_from"))
+        elif first_pass:
+            self._open(n_samples, n_features)
+            self._dtype = X.dtype
+        if not first_pass and self.n_components is not None:
+            # IncrementalPCA's checks on later calls (n_components changed by set_params).
+            if not self.n_components <= n_features:
+                raise ValueError(
+                    "n_components=%r invalid for n_features=%d, need more rows than "
+                    "columns for IncrementalPCA processing" % (self.n_components, n_features)
+                )
+            if self.n_components != self.n_components_:
+                raise ValueError(
+                    "Number of input features has changed from %i to %i between calls to "
+                    "partial_fit! Try setting n_components to a fixed value."
+                    % (self.n_components_, self.n_components)
+                )
+        self._ingest(X)
+        return self
+
+    def _buffering(self) -> bool:
+        """Rows are coalesced client-side only for an estimator-owned model without
+        forgetting: the service's exact accumulator gives the same fit however the rows
+        are batched, and no one else reads that model."""
+        return self.buffer_bytes > 0 and self.model is None and self.half_life is None
+
+    def _ingest(self, X: np.ndarray) -> None:
+        self._update_stats(X)
+        self._stale = True
+        if not self._buffering():
+            self.flush()  # rows left from before set_params(buffer_bytes=0)
+            self._send(X)
+            return
+        buf = self.__dict__.get("_buf")
+        if buf is not None and buf.dtype != X.dtype:
+            self.flush()
+            buf = None
+        if buf is None:
+            cap = max(1, self.buffer_bytes // (X.shape[1] * X.itemsize))
+            buf = self._buf = np.empty((cap, X.shape[1]), dtype=X.dtype)
+            self._buf_rows = 0
+        n, used = X.shape[0], self._buf_rows
+        if used + n > buf.shape[0]:
+            self.flush()
+            used = 0
+            if n >= buf.shape[0]:
+                self._send(X)
+                return
+        # A copy: the caller may change X after partial_fit returns.
+        buf[used : used + n] = X
+        self._buf_rows = used + n
+        self.n_samples_seen_ += n
+
+    def flush(self) -> "StreamPCA":
+        """Sends the rows ``partial_fit`` has buffered (see ``buffer_bytes``). Reading a
+        fitted attribute, ``close``, ``fit`` and pickling flush on their own."""
+        rows = self.__dict__.get("_buf_rows", 0)
+        if rows:
+            self._send(self._buf[:rows])  # on failure the rows stay buffered
+            self._buf_rows = 0
+        return self
+
+    def _send(self, X: np.ndarray) -> None:
+        c = self._service()
+        rows = max(1, _MAX_REQUEST_BYTES // (X.shape[1] * X.itemsize))
+        r = c.ingest(self._model, X, batch_size=rows)
+        self.n_samples_seen_ = self._count(r.samples)
+        self._sent = r.sequence
+
+    def _update_stats(self, X: np.ndarray) -> None:
+        """Per-feature count, mean and sum of squared deviations of the rows sent
+        (Chan et al.'s merge, float64), for ``var_``."""
+        nb = X.shape[0]
+        mb = X.mean(axis=0, dtype=np.float64)
+        m2b = ((X - mb) ** 2).sum(axis=0, dtype=np.float64)
+        stats = self.__dict__.get("_stats")
+        if stats is None:
+            self._stats = (nb, mb, m2b)
+            return
+        n, mean, m2 = stats
+        total = n + nb
+        delta = mb - mean
+        self._stats = (
+            total,
+            mean + delta * (nb / total),
+            m2 + m2b + delta**2 * (n * nb / total),
+        )
+
+    def _samples_needed(self) -> int:
+        return min(self.n_components_ + _SERVER_GUARD_COLUMNS, self.n_features_in_) + 1
+
+    # --- fitted attributes ------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Waits for the service's fit of every batch sent and reads the attributes."""
+        if not self.__dict__.get("_stale", False):
+            return
+        if "_model" not in self.__dict__:
+            raise NotFittedError("the served model behind this estimator was closed")
+        self.flush()
+        need = self._samples_needed()
+        if self.n_samples_seen_ < need:
+            raise NotFittedError(
+                f"StreamPCA has sent {self.n_samples_seen_} samples; the service fits "
+                f"{self.n_components_} components of {self.n_features_in_} features once "
+                f"it has at least {need}: partial_fit more rows"
+            )
+        c = self._service()
+        c.wait_until_fitted(self._model, timeout=self.fit_timeout, sequence=self._sent)
+        fit = c.components(self._model)
+        if not fit.converged:
+            warnings.warn(
+                f"the service's fit of {self._model!r} has not converged to tolerance "
+                f"{self.tolerance} rad (largest error bound "
+                f"{float(np.max(fit.error_bounds, initial=0.0)):.3g} rad)",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self._cache = self._attributes(fit)
+        self._stale = False
+
+    def _attributes(self, fit: Any) -> Dict[str, Any]:
+        p, d = self.n_components_, self.n_features_in_
+        V = _svd_flip_rows(fit.components[:p])
+        ev = fit.eigenvalues[:p]
+        ratio = fit.explained_variance_ratio[:p]
+        total = float(ev[0] / ratio[0]) if ev.size and ratio[0] > 0 else float(np.sum(ev))
+        r = V.shape[0]
+        if r < p:
+            # Rank-deficient data: the service reports the r components with positive
+            # variance; complete them with an orthonormal basis of the rest (variance 0),
+            # as an SVD does.
+            basis = np.linalg.svd(V if r else np.zeros((1, d)), full_matrices=True)[2]
+            V = np.vstack([V, _svd_flip_rows(basis[r:p])])
+            ev = np.concatenate([ev, np.zeros(p - r)])
+            ratio = np.concatenate([ratio, np.zeros(p - r)])
+        n = float(fit.samples)
+        q = min(d, n)
+        noise = max((total - float(ev.sum())) / (q - p), 0.0) if p < q else 0.0
+        stats = self.__dict__.get("_stats")
+        var = stats[2] / stats[0] if stats is not None else np.full(d, np.nan)
+        dtype = self.__dict__.get("_dtype", np.float64)
+        cast = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
+        return {
+            "components_": cast(V),
+            "explained_variance_": cast(ev),
+            "explained_variance_ratio_": cast(ratio),
+            "singular_values_": cast(np.sqrt(ev * max(n - 1.0, 0.0))),
+            "mean_": cast(fit.mean),
+            "var_": cast(var),
+            "noise_variance_": np.dtype(dtype).type(noise),
+        }
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return "_cache" in self.__dict__ or "_stale" in self.__dict__
+
+    # --- using the fit ----------------------------------------------------------------
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Scores of ``X`` on the components: ``(X − mean_) @ components_.T``, divided
+        by √``explained_variance_`` when whitening (shape rows × n_components_)."""
+        check_is_fitted(self)
+        X = _validate_data(
+            self, X, dtype=[np.float64, np.float32], accept_sparse=("csr", "csc"), reset=False
+        )
+        if sparse.issparse(X):
+            size = self.__dict__.get("batch_size_", 5 * X.shape[1])
+            return np.vstack(
+                [self._transform(X[b].toarray()) for b in gen_batches(X.shape[0], size)]
+            )
+        return self._transform(X)
+
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        V = self.components_
+        out = X @ V.T
+        out -= np.reshape(self.mean_, (1, -1)) @ V.T
+        if self.whiten:
+            scale = np.sqrt(self.explained_variance_)
+            scale[scale < np.finfo(scale.dtype).eps] = np.finfo(scale.dtype).eps
+            out /= scale
+        return out
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Back to feature space: ``X @ components_ + mean_`` (undoing whitening)."""
+        check_is_fitted(self)
+        X = check_array(X, input_name="X", dtype=[np.float64, np.float32])
+        if self.whiten:
+            scaled = np.sqrt(self.explained_variance_[:, np.newaxis]) * self.components_
+            return X @ scaled + self.mean_
+        return X @ self.components_ + self.mean_
+
+    def get_covariance(self) -> np.ndarray:
+        """The probabilistic-PCA covariance ``components_.T · diag(explained_variance_
+        − noise_variance_) · components_ + noise_variance_ · I`` (features × features)."""
+        check_is_fitted(self)
+        V, ev = self.components_, self.explained_variance_
+        if self.whiten:
+            V = V * np.sqrt(ev[:, np.newaxis])
+        diff = np.where(ev > self.noise_variance_, ev - self.noise_variance_, 0.0)
+        cov = (V.T * diff) @ V
+        cov.flat[:: cov.shape[0] + 1] += self.noise_variance_
+        return cov
+
+    def get_precision(self) -> np.ndarray:
+        """The inverse of :meth:`get_covariance`, by the matrix inversion lemma."""
+        check_is_fitted(self)
+        n_features = self.components_.shape[1]
+        if self.n_components_ == 0:
+            return np.eye(n_features) / self.noise_variance_
+        if self.noise_variance_ == 0.0:
+            return linalg.inv(self.get_covariance())
+        V, ev = self.components_, self.explained_variance_
+        if self.whiten:
+            V = V * np.sqrt(ev[:, np.newaxis])
+        diff = np.where(ev > self.noise_variance_, ev - self.noise_variance_, 0.0)
+        precision = V @ V.T / self.noise_variance_
+        precision.flat[:: precision.shape[0] + 1] += 1.0 / diff
+        precision = V.T @ linalg.inv(precision) @ V
+        precision /= -(self.noise_variance_**2)
+        precision.flat[:: precision.shape[0] + 1] += 1.0 / self.noise_variance_
+        return precision
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Log-likelihood of each row under the probabilistic PCA model (Tipping &
+        Bishop), as :meth:`sklearn.decomposition.PCA.score_samples`."""
+        check_is_fitted(self)
+        X = _validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        Xr = X - self.mean_
+        n_features = X.shape[1]
+        precision = self.get_precision()
+        sign, logdet = np.linalg.slogdet(precision)
+        logdet = logdet if sign > 0 else -np.inf
+        log_like = -0.5 * (Xr * (Xr @ precision)).sum(axis=1)
+        log_like -= 0.5 * (n_features * np.log(2.0 * np.pi) - logdet)
+        return log_like
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean of :meth:`score_samples`."""
+        return float(np.mean(self.score_samples(X)))
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_components_
+
+    # --- copies -----------------------------------------------------------------------
+
+    def __getstate__(self) -> Dict[str, Any]:
+        if self.__dict__.get("_stale"):
+            try:
+                self._sync()
+            except Exception:  # noqa: BLE001 - a copy without the fit is still a copy
+                pass
+        state = dict(super().__getstate__())  # a copy: never change self.__dict__
+        state.pop("_finalizer", None)
+        # The copy does not own the served model: it forks it on its first partial_fit.
+        if "_model" in state:
+            state["_fork_from"] = state.pop("_model")
+        return state
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.sparse = True
+        return tags
+
+    def _more_tags(self) -> Dict[str, Any]:  # pragma: no cover - scikit-learn < 1.6
+        return {"preserves_dtype": [np.float64, np.float32]}
+
+
+def _fitted_property(attr: str) -> property:
+    def get(self: StreamPCA) -> Any:
+        if "_stale" not in self.__dict__ and "_cache" not in self.__dict__:
+            raise AttributeError(attr)
+        if self.__dict__.get("_stale"):
+            self._sync()
+        return self.__dict__["_cache"][attr]
+
+    def set_(self: StreamPCA, value: Any) -> None:
+        self.__dict__.setdefault("_cache", {})[attr] = value
+
+    return property(get, set_, doc=f"Fitted ``{attr}`` (fetched from the service on use).")
+
+
+for _attr in _FITTED:
+    setattr(StreamPCA, _attr, _fitted_property(_attr))
