@@ -176,7 +176,13 @@ impl ClusterNode {
         &self.inner.metrics
     }
 
-    /// Largest encoded batch accepted, bytes.
+    /// The settings this node started with.
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.inner.settings
+    }
+
+    /// The largest batch (encoded bytes) one ingest can store: the atomic-batch limit
+    /// of the server times its `max_payload`.
     pub fn max_batch_bytes(&self) -> usize {
         publish::max_batch_bytes(&self.inner.conn)
     }
@@ -211,6 +217,14 @@ impl ClusterNode {
         roles::stop_model(&self.inner, name, record.generation).await;
         lifecycle::cleanup(&self.inner, &record).await;
         Ok(())
+    }
+
+    /// The catalog record of one model.
+    ///
+    /// # Errors
+    /// [`ClusterError::ModelNotFound`].
+    pub async fn record(&self, name: &str) -> Result<Arc<ModelRecord>, ClusterError> {
+        self.inner.catalog.require(name).await
     }
 
     /// Every model this node knows, by name.

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod failover;
+mod http;
 mod nats;
 mod support;
 
