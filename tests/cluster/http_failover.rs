@@ -198,15 +198,14 @@ async fn three_binaries_survive_killed_node_and_stream_leader() {
     let killed = Instant::now();
     nats.kill(idx);
     let first_ack = loop {
-        let s = seen.lock().unwrap();
-        if let Some(t) = s
-            .acks_at
-            .get(before..)
-            .and_then(|a| a.iter().find(|t| **t > killed))
-        {
-            break t.duration_since(killed);
+        let first = seen.lock().unwrap().acks_at.get(before..).and_then(|a| {
+            a.iter()
+                .find(|t| **t > killed)
+                .map(|t| t.duration_since(killed))
+        });
+        if let Some(d) = first {
+            break d;
         }
-        drop(s);
         assert!(
             killed.elapsed() < Duration::from_secs(30),
             "no ack after the leader died"
