@@ -272,6 +272,7 @@ impl ClusterNode {
             &msg_id,
             s.publish_retry,
             s.request_timeout,
+            s.test_chunk_pause,
         )
         .await
         {

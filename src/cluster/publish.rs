@@ -242,6 +242,7 @@ pub async fn publish(
     msg_id: &str,
     retry_for: Duration,
     timeout: Duration,
+    chunk_pause: Duration,
 ) -> Result<PublishReceipt, ClusterError> {
     let limit = max_batch_bytes(conn);
     if encoded.len() > limit {
@@ -285,6 +286,9 @@ pub async fn publish(
             let mut last = Attempt::Retry("no chunk sent".into());
             for (i, m) in messages.iter().enumerate() {
                 let commit = i + 1 == messages.len();
+                if i > 0 && !chunk_pause.is_zero() {
+                    tokio::time::sleep(chunk_pause).await;
+                }
                 let id = (i == 0).then_some(msg_id);
                 last = send(
                     &conn.client,

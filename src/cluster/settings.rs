@@ -61,6 +61,9 @@ pub struct ClusterSettings {
     /// Whether this node folds partitions and trains models (false: it only ingests
     /// and answers queries).
     pub worker: bool,
+    /// Test only: a pause before each chunk after the first of a batch published in
+    /// chunks, so a test can kill the process between chunks. Zero in production.
+    pub test_chunk_pause: Duration,
 }
 
 impl ClusterSettings {
@@ -97,6 +100,7 @@ impl ClusterSettings {
             publish_retry: Duration::from_secs(8),
             request_timeout: Duration::from_secs(5),
             worker: true,
+            test_chunk_pause: Duration::ZERO,
         }
     }
 

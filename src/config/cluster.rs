@@ -78,6 +78,15 @@ pub struct ClusterArgs {
     /// Only ingest and answer queries; never fold partitions or train.
     #[arg(long, env = "STREAMPCA_CLUSTER_NO_WORKER", default_value_t = false)]
     pub cluster_no_worker: bool,
+    /// Test only: milliseconds to pause between the chunks of a batch larger than
+    /// NATS' `max_payload` (lets a test kill the process mid-batch).
+    #[arg(
+        long,
+        env = "STREAMPCA_CLUSTER_TEST_CHUNK_PAUSE_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub cluster_test_chunk_pause_ms: u64,
 }
 
 impl ClusterArgs {
@@ -109,6 +118,7 @@ impl ClusterArgs {
             self.cluster_publish_retry_secs,
         )?;
         s.worker = !self.cluster_no_worker;
+        s.test_chunk_pause = Duration::from_millis(self.cluster_test_chunk_pause_ms);
         if s.stream_max_bytes < 1 << 20 {
             return Err(format!(
                 "cluster_stream_max_bytes must be at least 1 MiB, got {}",

@@ -5,6 +5,7 @@
 
 mod failover;
 mod http;
+mod http_big;
 mod http_failover;
 mod nats;
 mod support;
