@@ -201,9 +201,14 @@ impl NpyParser {
         }
         self.received += c.len() as u64;
         if self.received > self.expected {
+            let (rows, cols, width) = self
+                .header
+                .as_ref()
+                .map_or((0, 0, 0), |h| (h.rows, h.cols, h.dtype.size()));
             return Err(bad(format!(
-                "more data than the header's shape holds ({} bytes)",
-                self.expected
+                "more data than the header's shape holds: at least {} bytes after the \
+                 header, but shape ({rows}, {cols}) of {width}-byte values is {} bytes",
+                self.received, self.expected
             )));
         }
         match &mut self.state {
@@ -254,9 +259,17 @@ impl NpyParser {
         let h = npy::parse_header(&self.head[prefix..]).map_err(bad)?;
         let width = self.shape.row_width() as u64;
         if h.cols != width {
+            let layout = match self.shape.target_dim {
+                Some(t) => format!(
+                    " (dim {} x columns, then target_dim {t} y columns)",
+                    self.shape.dim
+                ),
+                None => String::new(),
+            };
             return Err(FormatError::DimensionMismatch(format!(
-                "the array has {} columns but {width} values per row are expected",
-                h.cols
+                "the array's shape is ({}, {}): {} columns, but (rows, {width}){layout} is \
+                 expected",
+                h.rows, h.cols, h.cols
             )));
         }
         if h.rows > self.limit.max as u64 {
@@ -284,10 +297,16 @@ impl NpyParser {
     /// A truncated header or data, then any check of [`Batch::new`].
     pub fn finish(self) -> Result<Batch, FormatError> {
         let Some(h) = self.header else {
-            return Err(bad(format!(
-                "the body ends inside the header ({} bytes)",
-                self.head.len()
-            )));
+            let got = self.head.len();
+            return Err(bad(match npy::preamble(&self.head) {
+                _ if got == 0 => "the body is empty".to_owned(),
+                Ok(Some((prefix, len))) => format!(
+                    "the body ends inside the header: {got} bytes, but the prefix says the \
+                     header takes {} bytes",
+                    prefix + len
+                ),
+                _ => format!("the body ends inside the header ({got} bytes)"),
+            }));
         };
         if self.received < self.expected {
             return Err(bad(format!(

@@ -88,62 +88,100 @@ pub fn preamble(first: &[u8]) -> Result<Option<(usize, usize)>, String> {
     Ok(Some((prefix, len)))
 }
 
-/// Parses the header dict.
+/// Parses the header: a Python dict literal with exactly the keys `'descr'`,
+/// `'fortran_order'` and `'shape'` (in any order, single or double quotes, an optional
+/// trailing comma), followed only by padding (spaces, a newline). numpy's reader refuses
+/// other keys too.
 ///
 /// # Errors
-/// A message naming the first thing that is missing or not supported: element types
-/// other than little-endian float32/float64, shapes that are not 2-D.
+/// A message naming the first thing that is missing, repeated, unknown or not supported:
+/// element types other than little-endian float32/float64, shapes that are not 2-D or
+/// whose dimensions are not non-negative integers that fit in 64 bits.
 pub fn parse_header(h: &[u8]) -> Result<Header, String> {
-    let h = std::str::from_utf8(h).map_err(|_| "the header is not text".to_owned())?;
-    let field = |key: &str| -> Option<&str> {
-        let i = h
-            .find(&format!("'{key}'"))
-            .or_else(|| h.find(&format!("\"{key}\"")))?
-            + key.len()
-            + 2;
-        let rest = h[i..].trim_start().strip_prefix(':')?.trim_start();
-        let end = if rest.starts_with('(') {
-            rest.find(')')? + 1
-        } else {
-            rest.find([',', '}'])?
+    let text = std::str::from_utf8(h).map_err(|_| "the header is not text".to_owned())?;
+    let mut p = Literal { s: text, at: 0 };
+    p.expect('{')?;
+    let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+    loop {
+        if p.eat('}') {
+            break;
+        }
+        let key = p
+            .string()
+            .map_err(|e| format!("{e} (a key of the header dict)"))?;
+        p.expect(':')?;
+        let seen = match key {
+            "descr" => descr.replace(p.value()?).is_some(),
+            "fortran_order" => fortran_order.replace(p.value()?).is_some(),
+            "shape" => shape.replace(p.value()?).is_some(),
+            other => {
+                return Err(format!(
+                    "unknown key '{}' in the header (only 'descr', 'fortran_order' and \
+                     'shape' are allowed)",
+                    other.chars().take(40).collect::<String>()
+                ))
+            }
         };
-        Some(rest[..end].trim())
-    };
-    let descr = field("descr").ok_or("no 'descr' in the header")?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let little = cfg!(target_endian = "little");
-    let dtype = match descr {
-        "<f4" => Dtype::F4,
-        "<f8" => Dtype::F8,
-        "=f4" | "|f4" if little => Dtype::F4,
-        "=f8" | "|f8" if little => Dtype::F8,
+        if seen {
+            return Err(format!("the header has '{key}' twice"));
+        }
+        if !p.eat(',') {
+            p.expect('}')?;
+            break;
+        }
+    }
+    if !p
+        .rest()
+        .chars()
+        .all(|c| c == ' ' || c == '\n' || c == '\t' || c == '\r')
+    {
+        return Err(format!(
+            "unexpected text after the header dict at byte {}",
+            p.at
+        ));
+    }
+    let dtype = match descr.ok_or("no 'descr' in the header")? {
+        Value::Str(d) => dtype(d)?,
         other => {
             return Err(format!(
-                "element type {other} (only little-endian float32 `<f4` and float64 `<f8` \
-                 are read)"
+                "'descr' is {other}; a string such as '<f8' is expected"
             ))
         }
     };
-    let fortran_order = match field("fortran_order") {
-        Some("False") => false,
-        Some("True") => true,
-        Some(other) => return Err(format!("fortran_order {other}")),
-        None => return Err("no 'fortran_order' in the header".into()),
+    let fortran_order = match fortran_order.ok_or("no 'fortran_order' in the header")? {
+        Value::Bool(b) => b,
+        other => {
+            return Err(format!(
+                "'fortran_order' is {other}; True or False is expected"
+            ))
+        }
     };
-    let shape = field("shape").ok_or("no 'shape' in the header")?;
-    let dims: Vec<u64> = shape
-        .strip_prefix('(')
-        .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| format!("shape {shape}"))?
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("shape {shape}"))?;
+    let dims = match shape.ok_or("no 'shape' in the header")? {
+        Value::Tuple(dims) => dims,
+        other => {
+            return Err(format!(
+                "'shape' is {other}; a tuple such as (rows, columns) is expected"
+            ))
+        }
+    };
+    let shown = format!("({})", dims.join(", "));
+    let dims: Vec<u64> = dims
+        .iter()
+        .map(|d| {
+            d.parse::<u64>().map_err(|_| {
+                if d.starts_with('-') {
+                    format!("shape {shown}: dimensions must be non-negative integers")
+                } else {
+                    format!("shape {shown}: the dimension {d} does not fit in 64 bits")
+                }
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let [rows, cols] = dims[..] else {
         return Err(format!(
-            "shape {shape}: a 2-D array (rows × values per row) is required"
+            "shape {shown} has {} dimension{}: a 2-D array (rows × values per row) is required",
+            dims.len(),
+            if dims.len() == 1 { "" } else { "s" }
         ));
     };
     Ok(Header {
@@ -152,6 +190,159 @@ pub fn parse_header(h: &[u8]) -> Result<Header, String> {
         rows,
         cols,
     })
+}
+
+fn dtype(descr: &str) -> Result<Dtype, String> {
+    let little = cfg!(target_endian = "little");
+    Ok(match descr {
+        "<f4" => Dtype::F4,
+        "<f8" => Dtype::F8,
+        "=f4" | "|f4" if little => Dtype::F4,
+        "=f8" | "|f8" if little => Dtype::F8,
+        other => {
+            return Err(format!(
+                "element type '{}' (only little-endian float32 '<f4' and float64 '<f8' are \
+                 read)",
+                other.chars().take(40).collect::<String>()
+            ))
+        }
+    })
+}
+
+/// A value of the header dict.
+#[derive(Debug)]
+enum Value<'a> {
+    Str(&'a str),
+    Bool(bool),
+    /// The items of a tuple of integers, as written (sign and digits).
+    Tuple(Vec<&'a str>),
+}
+
+impl std::fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Str(s) => write!(f, "the string '{}'", s.chars().take(40).collect::<String>()),
+            Self::Bool(b) => write!(f, "{}", if *b { "True" } else { "False" }),
+            Self::Tuple(t) => write!(f, "the tuple ({})", t.join(", ")),
+        }
+    }
+}
+
+/// A cursor over the header's text: the few Python literals a `.npy` header holds.
+struct Literal<'a> {
+    s: &'a str,
+    at: usize,
+}
+
+impl<'a> Literal<'a> {
+    fn rest(&self) -> &'a str {
+        &self.s[self.at..]
+    }
+
+    fn skip_space(&mut self) {
+        let r = self.rest();
+        self.at += r.len() - r.trim_start().len();
+    }
+
+    /// Consumes `c` (after spaces) if it is next.
+    fn eat(&mut self, c: char) -> bool {
+        self.skip_space();
+        if self.rest().starts_with(c) {
+            self.at += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn found(&self) -> String {
+        match self.rest().chars().next() {
+            Some(c) => format!("`{c}` at byte {} of the header", self.at),
+            None => "the end of the header".to_owned(),
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), String> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected `{c}` in the header dict, found {}",
+                self.found()
+            ))
+        }
+    }
+
+    /// A quoted string without escapes (what numpy writes).
+    fn string(&mut self) -> Result<&'a str, String> {
+        self.skip_space();
+        let r = self.rest();
+        let Some(q) = r.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            return Err(format!("expected a quoted string, found {}", self.found()));
+        };
+        let Some(end) = r[1..].find(q) else {
+            return Err(format!(
+                "an unterminated string at byte {} of the header",
+                self.at
+            ));
+        };
+        let s = &r[1..1 + end];
+        if s.contains('\\') {
+            return Err(format!(
+                "a string with escapes at byte {} of the header",
+                self.at
+            ));
+        }
+        self.at += end + 2;
+        Ok(s)
+    }
+
+    fn value(&mut self) -> Result<Value<'a>, String> {
+        self.skip_space();
+        let r = self.rest();
+        if r.starts_with('\'') || r.starts_with('"') {
+            return self.string().map(Value::Str);
+        }
+        for (word, b) in [("True", true), ("False", false)] {
+            if r.starts_with(word)
+                && !r[word.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            {
+                self.at += word.len();
+                return Ok(Value::Bool(b));
+            }
+        }
+        if self.eat('(') {
+            let mut items = Vec::new();
+            loop {
+                if self.eat(')') {
+                    return Ok(Value::Tuple(items));
+                }
+                self.skip_space();
+                let r = self.rest();
+                let sign = usize::from(r.starts_with('-'));
+                let len = sign + r[sign..].len()
+                    - r[sign..]
+                        .trim_start_matches(|c: char| c.is_ascii_digit())
+                        .len();
+                if len == sign {
+                    return Err(format!(
+                        "expected an integer in the header's tuple, found {}",
+                        self.found()
+                    ));
+                }
+                items.push(&r[..len]);
+                self.at += len;
+                if !self.eat(',') {
+                    self.expect(')')?;
+                    return Ok(Value::Tuple(items));
+                }
+            }
+        }
+        Err(format!(
+            "expected a string, True, False or a tuple in the header, found {}",
+            self.found()
+        ))
+    }
 }
 
 /// A `.npy` file's bytes for a 2-D array (tests, benchmarks and the client's tests).
@@ -168,4 +359,113 @@ pub fn encode(descr: &str, fortran_order: bool, rows: u64, cols: u64, data: &[u8
     out.extend_from_slice(h.as_bytes());
     out.extend_from_slice(data);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(h: &str) -> String {
+        parse_header(h.as_bytes()).expect_err(h)
+    }
+
+    #[test]
+    fn what_numpy_writes_in_any_key_order_and_quoting() {
+        let want = Header {
+            dtype: Dtype::F8,
+            fortran_order: true,
+            rows: 7,
+            cols: 3,
+        };
+        for h in [
+            "{'descr': '<f8', 'fortran_order': True, 'shape': (7, 3), }          \n",
+            "{\"shape\": (7,3), \"descr\": \"<f8\", \"fortran_order\": True}",
+            "{ 'fortran_order':True,'shape':( 7 , 3 ,),'descr':'<f8' }\n",
+        ] {
+            assert_eq!(parse_header(h.as_bytes()), Ok(want.clone()), "{h}");
+        }
+        let h = parse_header(b"{'descr': '<f4', 'fortran_order': False, 'shape': (0, 5)}");
+        assert_eq!(
+            h.map(|h| (h.dtype, h.fortran_order, h.rows, h.cols)),
+            Ok((Dtype::F4, false, 0, 5))
+        );
+    }
+
+    #[test]
+    fn anything_else_is_named() {
+        let ok = "'descr': '<f8', 'fortran_order': False";
+        for (h, words) in [
+            (
+                format!("{{{ok}, 'shape': (2, 3), 'x': 1}}"),
+                "unknown key 'x'",
+            ),
+            (
+                format!("{{{ok}, 'shape': (2, 3), 'descr': '<f8'}}"),
+                "'descr' twice",
+            ),
+            (
+                "{'descr': '<f8', 'shape': (2, 3)}".into(),
+                "no 'fortran_order'",
+            ),
+            (format!("{{{ok}}}"), "no 'shape'"),
+            (
+                "{'descr': '<f8', 'fortran_order': 0, 'shape': (2, 3)}".into(),
+                "expected a string, True, False or a tuple in the header, found `0`",
+            ),
+            (
+                "{'descr': '<f8', 'fortran_order': 'no', 'shape': (2, 3)}".into(),
+                "'fortran_order' is the string 'no'; True or False is expected",
+            ),
+            (
+                "{'descr': True, 'fortran_order': False, 'shape': (2, 3)}".into(),
+                "'descr' is True",
+            ),
+            (
+                format!("{{{ok}, 'shape': 'big'}}"),
+                "'shape' is the string 'big'",
+            ),
+            (
+                format!("{{{ok}, 'shape': (2, -3)}}"),
+                "shape (2, -3): dimensions must be non-negative integers",
+            ),
+            (
+                format!("{{{ok}, 'shape': (99999999999999999999, 3)}}"),
+                "the dimension 99999999999999999999 does not fit in 64 bits",
+            ),
+            (
+                format!("{{{ok}, 'shape': (2, 3, 1)}}"),
+                "shape (2, 3, 1) has 3 dimensions: a 2-D array",
+            ),
+            (
+                format!("{{{ok}, 'shape': (3,)}}"),
+                "shape (3) has 1 dimension:",
+            ),
+            (format!("{{{ok}, 'shape': (2, x)}}"), "expected an integer"),
+            (
+                format!("{{{ok}, 'shape': (2, 3)}} junk"),
+                "unexpected text after the header dict",
+            ),
+            (
+                format!("{{{ok}, 'shape': (2, 3)"),
+                "found the end of the header",
+            ),
+            ("{'descr: '<f8'}".into(), "expected `:`"),
+            ("['descr']".into(), "expected `{`"),
+            (
+                "{'descr': '>f8', 'fortran_order': False, 'shape': (2, 3)}".into(),
+                "element type '>f8' (only little-endian",
+            ),
+            (
+                "{'descr': [('a', '<f8')], 'fortran_order': False, 'shape': (2, 3)}".into(),
+                "expected a string, True, False or a tuple",
+            ),
+        ] {
+            let m = err(&h);
+            assert!(m.contains(words), "{h}: {m}");
+        }
+        assert_eq!(
+            parse_header(&[0xff, b'{']),
+            Err("the header is not text".into())
+        );
+    }
 }

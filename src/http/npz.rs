@@ -24,6 +24,8 @@ pub enum Array<'a> {
     F64Vector(&'a [f64]),
     /// A 0-d int64 array (a scalar).
     I64Scalar(i64),
+    /// A 0-d float64 array (a scalar).
+    F64Scalar(f64),
     /// A boolean vector (`|b1`, one byte per value).
     BoolVector(&'a [bool]),
 }
@@ -33,6 +35,7 @@ impl Array<'_> {
         match self {
             Self::F64Matrix { .. } | Self::F64Vector(_) => "<f8",
             Self::I64Scalar(_) => "<i8",
+            Self::F64Scalar(_) => "<f8",
             Self::BoolVector(_) => "|b1",
         }
     }
@@ -41,7 +44,7 @@ impl Array<'_> {
         match self {
             Self::F64Matrix { rows, cols, .. } => format!("({rows}, {cols})"),
             Self::F64Vector(v) => format!("({},)", v.len()),
-            Self::I64Scalar(_) => "()".to_owned(),
+            Self::I64Scalar(_) | Self::F64Scalar(_) => "()".to_owned(),
             Self::BoolVector(v) => format!("({},)", v.len()),
         }
     }
@@ -49,7 +52,7 @@ impl Array<'_> {
     fn data_len(&self) -> usize {
         match self {
             Self::F64Matrix { values, .. } | Self::F64Vector(values) => 8 * values.len(),
-            Self::I64Scalar(_) => 8,
+            Self::I64Scalar(_) | Self::F64Scalar(_) => 8,
             Self::BoolVector(v) => v.len(),
         }
     }
@@ -63,6 +66,7 @@ impl Array<'_> {
                 }
             }
             Self::I64Scalar(v) => out.extend_from_slice(&v.to_le_bytes()),
+            Self::F64Scalar(v) => out.extend_from_slice(&v.to_le_bytes()),
             Self::BoolVector(v) => out.extend(v.iter().map(|b| u8::from(*b))),
         }
     }
@@ -240,12 +244,16 @@ mod tests {
             ),
             ("residual_norms", Array::F64Vector(&norms)),
             ("k", Array::I64Scalar(3)),
+            ("limit", Array::F64Scalar(-0.75)),
         ];
         let zip = write(&arrays).unwrap();
         assert_eq!(zip.len() as u64, archive_len(&arrays));
         let m = members(&zip);
         let names: Vec<&str> = m.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["scores.npy", "residual_norms.npy", "k.npy"]);
+        assert_eq!(
+            names,
+            ["scores.npy", "residual_norms.npy", "k.npy", "limit.npy"]
+        );
         // The npy reader of this crate reads the matrix back exactly.
         let limit = crate::format::RowLimit {
             max: 10,
@@ -271,5 +279,9 @@ mod tests {
         let h = String::from_utf8_lossy(&k[10..k.len() - 8]).into_owned();
         assert!(h.starts_with("{'descr': '<i8', 'fortran_order': False, 'shape': (), }"));
         assert_eq!(&k[k.len() - 8..], &3i64.to_le_bytes());
+        let l = &m[3].1;
+        let h = String::from_utf8_lossy(&l[10..l.len() - 8]).into_owned();
+        assert!(h.starts_with("{'descr': '<f8', 'fortran_order': False, 'shape': (), }"));
+        assert_eq!(&l[l.len() - 8..], &(-0.75f64).to_le_bytes());
     }
 }

@@ -86,7 +86,10 @@ pub async fn project(
         setting: "max_query_rows",
     };
     let mut parser = match media_type(req.headers()).as_deref() {
-        Some("application/json") => ProjectParser::json(dim, limit),
+        Some("application/json") => {
+            refuse_query_with_json(req.uri().query())?;
+            ProjectParser::json(dim, limit)
+        }
         Some("application/x-npy") => {
             let options = ProjectOptions::from_query(req.uri().query().unwrap_or(""))?;
             ProjectParser::npy(dim, limit, options)
@@ -171,6 +174,30 @@ pub async fn project(
         .map_err(|e| ApiError::Internal(format!("projection task failed: {e}")))?
 }
 
+/// A JSON body carries its options itself; options in the query string as well would be
+/// ambiguous (which wins?) and silently ignoring them would answer a different question
+/// than the one asked, so any query key is refused, named.
+fn refuse_query_with_json(query: Option<&str>) -> Result<(), ApiError> {
+    let Some(first) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find(|p| !p.is_empty())
+    else {
+        return Ok(());
+    };
+    let key: String = first
+        .split_once('=')
+        .map_or(first, |(k, _)| k)
+        .chars()
+        .take(40)
+        .collect();
+    Err(ApiError::invalid(
+        &key,
+        "query-string options are for application/x-npy bodies; a JSON body carries k, \
+         whiten, reconstruct, alpha and contributions itself",
+    ))
+}
+
 /// Largest projection, in multiply-adds (values × k), run on the request's task.
 const INLINE_PROJECTION_WORK: usize = 64 * 1024;
 
@@ -215,7 +242,7 @@ fn matrix(m: &(usize, usize, DMatrix<f64>)) -> npz::Array<'_> {
 /// The projection as an uncompressed `.npz`: `scores` (rows×k), `residual_norms`, `t2`,
 /// `spe`, and when asked `reconstructions` (rows×n), `outlier_t2`, `outlier_spe`
 /// (booleans), `contributions_t2`, `contributions_spe` (rows×n), the limits as 0-d
-/// arrays `limit_t2`, `limit_spe`, and 0-d int64 `k` and `sequence`.
+/// float64 arrays `limit_t2`, `limit_spe`, and 0-d int64 `k` and `sequence`.
 fn npz_answer(
     proj: &Projection,
     stats: &RowStatistics,
@@ -232,7 +259,6 @@ fn npz_answer(
         .as_ref()
         .map(|c| (row_major(&c.t2), row_major(&c.spe)));
     let flags = limits.map(|l| stats.flags(l));
-    let limit_values = limits.map(|l| ([l.t2], [l.spe]));
     let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let mut arrays = vec![
         ("scores", matrix(&scores)),
@@ -250,9 +276,9 @@ fn npz_answer(
         arrays.push(("outlier_t2", npz::Array::BoolVector(t)));
         arrays.push(("outlier_spe", npz::Array::BoolVector(s)));
     }
-    if let Some((t, s)) = &limit_values {
-        arrays.push(("limit_t2", npz::Array::F64Vector(t)));
-        arrays.push(("limit_spe", npz::Array::F64Vector(s)));
+    if let Some(l) = limits {
+        arrays.push(("limit_t2", npz::Array::F64Scalar(l.t2)));
+        arrays.push(("limit_spe", npz::Array::F64Scalar(l.spe)));
     }
     if let Some((t, s)) = &contrib {
         arrays.push(("contributions_t2", matrix(t)));

@@ -461,22 +461,33 @@ fn centre<T: Copy + Into<f64>>(
     col_sq.resize(n, 0.0);
     // Transpose while centring, BLOCK features at a time: each row contributes BLOCK
     // contiguous values (one cache line of f32), and the BLOCK columns being written
-    // each advance by one entry per row, so reads and writes both stay in L1.
+    // each advance by one entry per row, so reads and writes both stay in L1. The rows
+    // go TILE at a time (at n = 784, 392 KiB of f64 rows), every block of a tile before
+    // the next tile, so each block reads the tile from L2; untiled, a large batch
+    // (10 240 rows: 64 MB) was read from memory once per block. Measured with perf on
+    // 10 240-row .npy requests at n = 784: this function's time fell by a median 27 %
+    // (5 pairs; clients/python/bench/RESULTS.md). Each column's sums run over the rows
+    // in order either way, so the result is the same to the bit.
     const BLOCK: usize = 16;
-    for (blk, ((cols, m), sq)) in buf
-        .chunks_mut(BLOCK * k)
-        .zip(bm.chunks(BLOCK))
-        .zip(col_sq.chunks_mut(BLOCK))
-        .enumerate()
-    {
-        let f0 = blk * BLOCK;
-        let w = m.len();
-        for (r, row) in data.chunks_exact(n).enumerate() {
-            let src = &row[f0..f0 + w];
-            for j in 0..w {
-                let c = src[j].into() - m[j];
-                cols[j * k + r] = c;
-                sq[j] += c * c;
+    const TILE: usize = 64;
+    for (t, tile) in data.chunks(TILE * n).enumerate() {
+        let r0 = t * TILE;
+        for (blk, ((cols, m), sq)) in buf
+            .chunks_mut(BLOCK * k)
+            .zip(bm.chunks(BLOCK))
+            .zip(col_sq.chunks_mut(BLOCK))
+            .enumerate()
+        {
+            let f0 = blk * BLOCK;
+            let w = m.len();
+            for (i, row) in tile.chunks_exact(n).enumerate() {
+                let src = &row[f0..f0 + w];
+                let r = r0 + i;
+                for j in 0..w {
+                    let c = src[j].into() - m[j];
+                    cols[j * k + r] = c;
+                    sq[j] += c * c;
+                }
             }
         }
     }

@@ -239,6 +239,47 @@ fn a_reused_work_buffer_gives_bit_identical_results_for_batches_of_any_size() {
 }
 
 #[test]
+fn one_large_batch_of_f32_rows_gives_the_textbook_scatter_and_cross_scatter() {
+    // 1 000 rows (many 64-row tiles of the centring, the last one partial) of 40
+    // features (two 16-feature blocks and a partial one), as f32, with 3 targets:
+    // against the covariances computed directly from the same (widened) values.
+    let mut rng = StdRng::seed_from_u64(21);
+    let (rows, n, ny) = (1000, 40, 3);
+    let x = randn(&mut rng, rows, n).add_scalar(3.0);
+    let y = &x * randn(&mut rng, n, ny) + randn(&mut rng, rows, ny);
+    let x32: Vec<f32> = rows_from(&x).iter().map(|&v| v as f32).collect();
+    let y32: Vec<f32> = rows_from(&y).iter().map(|&v| v as f32).collect();
+    let xw = DMatrix::from_row_slice(
+        rows,
+        n,
+        &x32.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+    );
+    let yw = DMatrix::from_row_slice(
+        rows,
+        ny,
+        &y32.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+    );
+    let mut acc = Accumulator::new(n, Some(ny), None).unwrap();
+    acc.update(&x32, Some(&y32)).unwrap();
+    let rel = |a: &DMatrix<f64>, b: &DMatrix<f64>| (a - b).norm() / b.norm();
+    let direct = sample_covariance(&xw) * rows as f64;
+    assert!(
+        rel(&acc.scatter(), &direct) < 1e-12,
+        "{:e}",
+        rel(&acc.scatter(), &direct)
+    );
+    let (mx, my) = (xw.row_mean(), yw.row_mean());
+    let mut xc = xw.clone();
+    let mut yc = yw.clone();
+    xc.row_iter_mut().for_each(|mut r| r -= &mx);
+    yc.row_iter_mut().for_each(|mut r| r -= &my);
+    let cross = yc.transpose() * &xc;
+    let got = acc.cross_scatter().unwrap();
+    assert!(rel(got, &cross) < 1e-12, "{:e}", rel(got, &cross));
+    assert!((acc.mean_x() - mx.transpose()).norm() < 1e-12 * mx.norm());
+}
+
+#[test]
 fn a_batch_with_a_non_finite_or_overflowing_value_changes_nothing() {
     let mut acc = Accumulator::new(3, None, None).unwrap();
     acc.update(&[1.0, 2.0, 3.0, 2.0, 0.0, 1.0], None).unwrap();

@@ -139,3 +139,58 @@ async fn a_lying_npy_header_is_refused_and_changes_nothing() {
     assert!(msg.contains("50000"), "{msg}");
     assert_eq!(app.status("m").await["sequence"], json!(0));
 }
+
+#[tokio::test]
+async fn query_options_with_a_json_projection_are_refused_not_ignored() {
+    let app = spawn_app().await;
+    app.create_autoencoder("q", 3, 1).await;
+    let seq = app.ingest_json("q", &spiked_rows(3, 50, 7)).await["sequence"]
+        .as_u64()
+        .unwrap();
+    app.wait_converged("q", seq).await;
+    for query in ["k=1", "whiten=true&k=1", "colour=red"] {
+        let r = app
+            .client
+            .post(app.url(&format!("/v1/models/q/project?{query}")))
+            .json(&json!({"x": [[1.0, 2.0, 3.0]]}))
+            .send()
+            .await
+            .unwrap();
+        let msg = assert_error(r, StatusCode::BAD_REQUEST, "invalid_parameter").await;
+        let key = query.split('=').next().unwrap();
+        assert!(msg.contains(&format!("`{key}`")), "{msg}");
+        assert!(
+            msg.contains("query-string options are for application/x-npy bodies"),
+            "{msg}"
+        );
+    }
+    // An empty query string is no option.
+    let r = app
+        .client
+        .post(app.url("/v1/models/q/project?"))
+        .json(&json!({"x": [[1.0, 2.0, 3.0]], "k": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn npy_headers_with_unknown_keys_are_refused() {
+    let app = spawn_app().await;
+    app.create_autoencoder("h", 2, 1).await;
+    let good = npy(&[vec![1.0, 2.0]]);
+    let text = std::str::from_utf8(&good[10..good.len() - 16]).unwrap();
+    // Same length: the padding pays for the extra key.
+    let extra = text.replacen("), }        ", "), 'x': 1}  ", 1);
+    assert_eq!(extra.len(), text.len(), "{extra:?}");
+    let body = [&good[..10], extra.as_bytes(), &good[good.len() - 16..]].concat();
+    let msg = assert_error(
+        app.post_samples("h", "application/x-npy", body).await,
+        StatusCode::BAD_REQUEST,
+        "malformed_body",
+    )
+    .await;
+    assert!(msg.contains("unknown key 'x'"), "{msg}");
+    assert_eq!(app.status("h").await["sequence"], json!(0));
+}

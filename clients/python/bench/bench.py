@@ -2,17 +2,24 @@
 
 1. ``StreamPCA.partial_fit`` over the service (loopback) against scikit-learn's
    ``IncrementalPCA.partial_fit`` in this process: Fashion-MNIST (n = 784), b = 256
-   rows per call, p = 16 components, float64 rows; rows/s. StreamPCA is timed until its
-   fitted attributes cover every batch (the last ``components_`` access waits for the
-   service's fit), IncrementalPCA with its numpy default BLAS threads and with one (the
-   better counts). The service runs with ``--sync always`` (fsync per batch, the
-   default) and ``--sync never``. With the default ``buffer_bytes`` (1 MiB) each
-   256-row call (1.6 MB of float64) is one request.
+   rows per call, p = 16 components, float64 rows; rows/s on the same rows, in pairs
+   run back to back (their order alternating), so that both halves of a pair see the
+   same machine load; the ratio of each pair, then their median, smallest and largest.
+   StreamPCA is timed until its fitted attributes cover every batch (the last
+   ``components_`` access waits for the service's fit); each StreamPCA run is a fresh
+   estimator (a fresh served model). IncrementalPCA runs on the BLAS thread count that
+   is faster here (numpy's default and one thread are compared first). The service
+   runs with ``--sync always`` (fsync per batch, the default) and ``--sync never``.
+   With the default ``buffer_bytes`` (1 MiB) each 256-row call (1.6 MB of float64) is
+   one request.
 2. ``Client.project`` of 10 000 rows (k = 16): ``.npy`` body with an ``.npz`` answer
    against JSON both ways, scores only and with reconstructions; median of interleaved
    repetitions.
 
-Usage: python bench/bench.py [--bin target/release/streampca] [--rows 60000]
+The load average (``os.getloadavg``) is printed before and after each part: the
+machine these numbers come from is shared.
+
+Usage: python bench/bench.py [--bin target/release/streampca] [--rows 20480] [--pairs 5]
 """
 
 from __future__ import annotations
@@ -53,6 +60,10 @@ def angles(V: np.ndarray, W: np.ndarray) -> float:
     )
 
 
+def load_average() -> str:
+    return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def ipca_rate(X: np.ndarray, b: int, p: int, threads) -> tuple:
     from sklearn.decomposition import IncrementalPCA
     from threadpoolctl import threadpool_limits
@@ -77,34 +88,57 @@ def streampca_rate(url: str, X: np.ndarray, b: int, p: int, buffer_bytes: int) -
     return len(X) / dt, len(X) / sent, est
 
 
-def bench_partial_fit(X: np.ndarray, b: int, p: int) -> None:
+def spread(xs) -> str:
+    return f"median {statistics.median(xs):.2f}, min {min(xs):.2f}, max {max(xs):.2f}"
+
+
+def bench_partial_fit(X: np.ndarray, b: int, p: int, pairs: int) -> None:
     from sklearn.decomposition import PCA
 
+    print(f"partial_fit: {load_average()}")
     exact = PCA(p, svd_solver="full").fit(X).components_
-    rates = {}
     # IncrementalPCA's cost per call does not depend on the rows before it (one SVD of
-    # (p + b + 1) × n), so its rate is measured on the first 40 batches; the accuracy
-    # figure below is its fit of those rows.
-    head = X[: 40 * b]
-    for threads in (None, 1):
-        rates[threads], ipca = ipca_rate(head, b, p, threads)
-    exact_head = PCA(p, svd_solver="full").fit(head).components_
-    best = max(rates.values())
+    # (p + b + 1) × n): 8 calls tell which thread count is faster here.
+    probe = X[: 8 * b]
+    probe_rates = {t: ipca_rate(probe, b, p, t)[0] for t in (None, 1)}
+    threads = max(probe_rates, key=probe_rates.get)
     print(
-        f"IncrementalPCA.partial_fit: {rates[None]:,.0f} rows/s (default BLAS threads), "
-        f"{rates[1]:,.0f} (1 thread); largest angle to exact PCA {angles(ipca.components_, exact_head):.1e} rad"
+        f"IncrementalPCA probe (8 calls): {probe_rates[None]:,.0f} rows/s with numpy's "
+        f"default BLAS threads, {probe_rates[1]:,.0f} with 1; the pairs use "
+        f"{'1 thread' if threads == 1 else 'the default'}"
     )
     for sync in ("always", "never"):
         s = Server("--sync", sync)
         try:
-            rate, send_rate, est = streampca_rate(s.url, X, b, p, 1 << 20)
+            ratios, ours, theirs, sends = [], [], [], []
+            for i in range(pairs):
+                runs = {}
+                for who in (("ipca", "ours") if i % 2 == 0 else ("ours", "ipca")):
+                    if who == "ipca":
+                        runs[who] = ipca_rate(X, b, p, threads)
+                    else:
+                        runs[who] = streampca_rate(s.url, X, b, p, 1 << 20)
+                rate, send_rate, est = runs["ours"]
+                angle = angles(est.components_, exact)
+                est.close()
+                ipca_r, ipca = runs["ipca"]
+                ours.append(rate)
+                sends.append(send_rate)
+                theirs.append(ipca_r)
+                ratios.append(rate / ipca_r)
+                print(
+                    f"  --sync {sync} pair {i + 1}: StreamPCA {rate:,.0f} rows/s until fitted "
+                    f"({send_rate:,.0f} for the calls alone; angle to exact PCA "
+                    f"{angle:.1e} rad), IncrementalPCA {ipca_r:,.0f} rows/s (angle "
+                    f"{angles(ipca.components_, exact):.1e} rad): {rate / ipca_r:.2f}x"
+                )
             print(
-                f"StreamPCA.partial_fit (--sync {sync}): {rate:,.0f} rows/s until fitted "
-                f"({send_rate:,.0f} rows/s for the calls alone) = {rate / best:.2f}x "
-                f"IncrementalPCA's best; largest angle to exact PCA "
-                f"{angles(est.components_, exact):.1e} rad"
+                f"StreamPCA.partial_fit (--sync {sync}) / IncrementalPCA.partial_fit over "
+                f"{pairs} pairs: {spread(ratios)}x; StreamPCA "
+                f"{statistics.median(ours):,.0f} rows/s (calls alone "
+                f"{statistics.median(sends):,.0f}), IncrementalPCA "
+                f"{statistics.median(theirs):,.0f} rows/s (medians); {load_average()}"
             )
-            est.close()
         finally:
             s.stop()
 
@@ -128,10 +162,12 @@ def bench_project(X: np.ndarray, p: int, reps: int) -> None:
                         times[binary].append(time.perf_counter() - t)
                         assert r.scores.shape == (10_000, p)
                 nb, nj = statistics.median(times[True]), statistics.median(times[False])
+                ratios = [j / b for b, j in zip(times[True], times[False])]
                 what = "scores + reconstructions" if reconstruct else "scores"
                 print(
                     f"project 10000 rows ({what}): .npy/.npz {nb * 1e3:.0f} ms, JSON "
-                    f"{nj * 1e3:.0f} ms: binary {nj / nb:.1f}x faster (median of {reps})"
+                    f"{nj * 1e3:.0f} ms (medians of {reps}); JSON/binary per pair: "
+                    f"{spread(ratios)}x; {load_average()}"
                 )
     finally:
         s.stop()
@@ -140,7 +176,8 @@ def bench_project(X: np.ndarray, p: int, reps: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", help="server binary (default: STREAMPCA_BIN or target/debug/streampca)")
-    ap.add_argument("--rows", type=int, default=60_000)
+    ap.add_argument("--rows", type=int, default=20_480, help="rows per run (both sides)")
+    ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--components", type=int, default=16)
     ap.add_argument("--reps", type=int, default=5)
@@ -152,7 +189,7 @@ def main() -> None:
     print(f"server: {server_binary()}")
     X = load(args.rows)
     print(f"Fashion-MNIST: {X.shape[0]} rows of {X.shape[1]}, b = {args.batch}, p = {args.components}")
-    bench_partial_fit(X, args.batch, args.components)
+    bench_partial_fit(X, args.batch, args.components, args.pairs)
     bench_project(X, args.components, args.reps)
 
 

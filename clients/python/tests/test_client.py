@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import streampca
-from conftest import SyncFacade, angle, reference, spiked
+from conftest import SyncFacade, angle, control_limits, reference, spiked
 
 
 def test_create_get_list_delete(api, name):
@@ -65,6 +65,47 @@ def test_regression_settings_and_targets(api, name):
     with pytest.raises(streampca.InvalidInputError) as e:
         api.ingest(name, X)  # no y for a regression model: x alone is too narrow
     assert e.value.code == "dimension_mismatch"
+    assert "(dim 3 x columns, then target_dim 2 y columns)" in e.value.message
+    bad = Y.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(ValueError, match=r"y\[5, 1\] is nan"):
+        api.ingest(name, X, bad)
+    assert api.get_model(name).samples == 400.0
+
+
+def test_partitions_standardize_and_alpha(api, name):
+    st = api.create_model(name, 4, 2, partitions=3, standardize=True, alpha=0.05, tolerance=1e-10)
+    assert (st.partitions, st.standardize, st.alpha) == (3, True, 0.05)
+    assert api.get_model(name).partitions == 3
+    # Variables in units six orders of magnitude apart: a correlation PCA.
+    units = np.array([1.0, 10.0, 1000.0, 0.01])
+    X = spiked(2000, 4, seed=12) * units + np.array([0.0, -50.0, 1e4, 3.0])
+    r = api.ingest(name, X, batch_size=250)  # 8 batches over 3 partitions
+    assert (r.batches, r.samples) == (8, 2000.0)
+    api.wait_until_fitted(name, 60)
+    c = api.components(name)
+    w, v = np.linalg.eigh(np.corrcoef(X, rowvar=False))
+    w, v = w[::-1], v[:, ::-1].T
+    for i in range(2):
+        assert angle(c.components[i], v[i]) < 1e-9
+    np.testing.assert_allclose(c.eigenvalues, w[:2], rtol=1e-10)
+    # Queries are z-scored by the fit's means and sample standard deviations first;
+    # reconstructions come back in the original units.
+    Q = X[:6]
+    mean, sd = X.mean(axis=0), X.std(axis=0, ddof=1)
+    z = (Q - mean) / sd
+    got = api.project(name, Q, reconstruct=True)
+    np.testing.assert_allclose(got.scores, z @ c.components.T, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        got.reconstructions, (got.scores @ c.components) * sd + mean, rtol=1e-10, atol=0
+    )
+    resid = z - (z @ c.components.T) @ c.components
+    np.testing.assert_allclose(got.spe, (resid**2).sum(axis=1), rtol=1e-8)
+    # The model's alpha is the limits' default.
+    assert api.limits(name).alpha == 0.05
+    with pytest.raises(streampca.ConflictError) as e:
+        api.create_model(name, 4, 2, partitions=3, standardize=False, alpha=0.05, tolerance=1e-10)
+    assert e.value.code == "model_exists"
 
 
 def test_unknown_setting_is_refused_by_the_server(api, name):
@@ -131,7 +172,7 @@ def test_ingest_refuses_bad_input_before_sending_anything(api, name):
     api.create_model(name, 3, 1)
     X = np.ones((50, 3))
     X[37, 2] = np.nan
-    with pytest.raises(ValueError, match="row 37, column 2 is nan"):
+    with pytest.raises(ValueError, match=r"X\[37, 2\] is nan"):
         api.ingest(name, X, batch_size=10)
     assert api.get_model(name).samples == 0.0  # no batch was sent
     with pytest.raises(ValueError, match="2-D"):
@@ -141,7 +182,7 @@ def test_ingest_refuses_bad_input_before_sending_anything(api, name):
     with pytest.raises(streampca.InvalidInputError) as e:
         api.ingest(name, np.ones((4, 2)))
     assert (e.value.status, e.value.code) == (422, "dimension_mismatch")
-    assert "(rows, 3)" in e.value.message
+    assert "the array's shape is (4, 2): 2 columns, but (rows, 3) is expected" in e.value.message
     with pytest.raises(streampca.InvalidInputError) as e:
         api.ingest(name, np.full((2, 3), 1e31))
     assert e.value.code == "value_out_of_range"
@@ -189,6 +230,77 @@ def test_project_matches_the_components(api, name, binary):
     np.testing.assert_allclose(
         got.scores, (q32.astype(np.float64) - c.mean) @ c.components.T, rtol=0, atol=1e-10
     )
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_project_monitoring_statistics(api, name, binary):
+    d, p, n = 8, 3, 3000
+    rows = spiked(n + 40, d, seed=13)
+    X, Q = rows[:n], rows[n:].copy()  # new rows from the same distribution
+    api.create_model(name, d, p, tolerance=1e-10)
+    api.ingest(name, X, batch_size=1000)
+    api.wait_until_fitted(name, 60)
+    w, v, mean, _ = reference(X)
+    Q[0] += 12 * np.sqrt(w[0]) * v[0]  # far along the first component: T²
+    Q[1] += 12 * np.sqrt(w[0]) * v[-1]  # far off the first two: SPE
+    # Three requests (batch_size 15): arrays are joined, the limits are one value.
+    got = api.project(name, Q, k=2, alpha=0.01, contributions=True, binary=binary, batch_size=15)
+    Xc = Q - mean
+    scores = Xc @ v[:2].T
+    t2 = (scores**2 / w[:2]).sum(axis=1)
+    resid = Xc - scores @ v[:2]
+    np.testing.assert_allclose(got.t2, t2, rtol=1e-9)
+    np.testing.assert_allclose(got.spe, (resid**2).sum(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(got.spe, got.residual_norms**2, rtol=1e-12)
+    lim = control_limits(w, n, 2, 0.01)
+    assert got.limit_t2 == pytest.approx(lim["t2"], rel=1e-9)
+    assert got.limit_spe == pytest.approx(lim["spe"], rel=1e-9)
+    assert got.outlier_t2.dtype == bool and got.outlier_t2.shape == (40,)
+    np.testing.assert_array_equal(got.outlier_t2, got.t2 > got.limit_t2)
+    np.testing.assert_array_equal(got.outlier_spe, got.spe > got.limit_spe)
+    assert got.outlier_t2[0] and got.outlier_spe[1]
+    assert got.outlier_t2[2:].sum() + got.outlier_spe[2:].sum() <= 4  # ~1% false alarms
+    # Contributions: T²'s complete decomposition (U Λ^-1/2 Uᵀ x̃)_j², never negative,
+    # and each variable's squared residual.
+    M = v[:2].T @ np.diag(1 / np.sqrt(w[:2])) @ v[:2]
+    assert got.contributions_t2.shape == got.contributions_spe.shape == (40, d)
+    np.testing.assert_allclose(got.contributions_t2, (Xc @ M) ** 2, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(got.contributions_t2.sum(axis=1), got.t2, rtol=1e-12)
+    np.testing.assert_allclose(got.contributions_spe, resid**2, rtol=1e-8, atol=1e-12)
+    # Without alpha or contributions: the statistics alone.
+    plain = api.project(name, Q, k=2, binary=binary)
+    np.testing.assert_array_equal(plain.t2, got.t2)
+    assert plain.limit_t2 is None and plain.outlier_spe is None
+    assert plain.contributions_t2 is None
+    with pytest.raises(streampca.InvalidInputError) as e:
+        api.project(name, Q, alpha=0.7, binary=binary)
+    assert e.value.code == "invalid_parameter" and "alpha" in e.value.message
+
+
+def test_limits_match_scipy(api, name):
+    d, p, n = 6, 3, 2500
+    X = spiked(n, d, seed=15)
+    api.create_model(name, d, p, alpha=0.05, tolerance=1e-10)
+    with pytest.raises(streampca.ConflictError) as e:
+        api.limits(name)
+    assert e.value.code == "not_fitted"
+    api.ingest(name, X)
+    api.wait_until_fitted(name, 60)
+    w = reference(X)[0]
+    for k, alpha in [(None, None), (1, 0.001), (2, 0.2)]:
+        got = api.limits(name, k=k, alpha=alpha)
+        kk, aa = k or p, alpha or 0.05
+        assert (got.k, got.alpha, got.samples) == (kk, aa, float(n))
+        ref = control_limits(w, n, kk, aa)
+        for key in ("t2", "spe", "spe_box", "h0"):
+            assert getattr(got, key) == pytest.approx(ref[key], rel=1e-9), key
+        np.testing.assert_allclose(got.theta, ref["theta"], rtol=1e-9)
+        assert got.spe_method == ref["spe_method"]
+    with pytest.raises(streampca.InvalidInputError) as e:
+        api.limits(name, k=4)
+    assert e.value.code == "invalid_parameter" and "k" in e.value.message
+    with pytest.raises(streampca.InvalidInputError):
+        api.limits(name, alpha=0.0)
 
 
 def test_project_errors(api, name):
@@ -278,19 +390,22 @@ def test_async_client_runs_requests_concurrently(url, name):
 
 
 def test_url_and_key_from_the_environment(start_server, monkeypatch):
-    s = start_server("--sync", "never", "--api-key", "write-key", "--read-api-key", "read-key")
+    # Keys of at least 16 bytes: the server refuses shorter ones (unless told
+    # --allow-short-api-keys).
+    write, read = "write-key-0123456789", "read-key-0123456789"
+    s = start_server("--sync", "never", "--api-key", write, "--read-api-key", read)
     monkeypatch.setenv("STREAMPCA_URL", s.url)
     monkeypatch.delenv("STREAMPCA_API_KEY", raising=False)
     with streampca.Client() as anonymous:
         with pytest.raises(streampca.UnauthorizedError) as e:
             anonymous.list_models()
         assert (e.value.status, e.value.code) == (401, "unauthorized")
-    with streampca.Client(api_key="read-key") as reader:
+    with streampca.Client(api_key=read) as reader:
         assert reader.list_models() == []
         with pytest.raises(streampca.ForbiddenError) as e:
             reader.create_model("m", 2, 1)
         assert (e.value.status, e.value.code) == (403, "forbidden")
-    monkeypatch.setenv("STREAMPCA_API_KEY", "write-key")
+    monkeypatch.setenv("STREAMPCA_API_KEY", write)
     with streampca.Client() as writer:
         assert writer.create_model("m", 2, 1).name == "m"
 

@@ -67,7 +67,11 @@ def test_regression_rows_carry_x_then_y(url, client, name):
     np.testing.assert_allclose(c.mean_y, rows[:, 2:].mean(axis=0), atol=1e-12)
     r = post(url, name, npy(rows[:, :2]))
     assert r.status_code == 422
-    assert "(rows, 3) (dim 2 x columns then target_dim 1 y columns), got (12, 2)" in r.text
+    assert r.json()["error"]["code"] == "dimension_mismatch"
+    assert (
+        "shape is (12, 2): 2 columns, but (rows, 3) (dim 2 x columns, then target_dim 1 y "
+        "columns) is expected"
+    ) in r.text
 
 
 GOOD = np.arange(6.0).reshape(2, 3)
@@ -76,29 +80,33 @@ HEADER = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }\n"
 
 BAD = [
     # (body, status, code, words the message must contain)
-    (b"", 400, "malformed_body", "magic"),
+    (b"", 400, "malformed_body", "the body is empty"),
     (b"PK\x03\x04 not numpy at all", 400, "malformed_body", "magic"),
     (handmade(HEADER, GOOD_BYTES, major=9), 400, "malformed_body", "version 9"),
-    (npy(GOOD)[:60], 400, "malformed_body", "claims"),
+    (npy(GOOD)[:60], 400, "malformed_body", "ends inside the header: 60 bytes, but the prefix says the header takes 128 bytes"),
     (npy(GOOD)[:-8], 400, "malformed_body", "truncated"),
-    (npy(GOOD) + b"\x00" * 8, 400, "malformed_body", "56 bytes after the header"),
-    (npy(GOOD.astype(">f8")), 400, "malformed_body", "big-endian"),
+    (npy(GOOD) + b"\x00" * 8, 400, "malformed_body", "bytes after the header, but shape (2, 3) of 8-byte values is 48 bytes"),
+    (npy(GOOD.astype(">f8")), 400, "malformed_body", "element type '>f8' (only little-endian"),
     (npy(GOOD.astype(np.int64)), 400, "malformed_body", "'<i8'"),
     (npy(GOOD.astype(np.float16)), 400, "malformed_body", "'<f2'"),
-    (npy(np.zeros((2, 3, 1))), 400, "malformed_body", "3 dimensions"),
+    (npy(np.zeros((2, 3, 1))), 400, "malformed_body", "shape (2, 3, 1) has 3 dimensions"),
     (npy(np.zeros(3)), 400, "malformed_body", "2-D"),
     (npy(np.zeros((0, 3))), 422, "empty_batch", "at least one row"),
-    (npy(np.zeros((2, 4))), 422, "dimension_mismatch", "(rows, 3), got (2, 4)"),
-    (npy(np.array([[1.0, np.nan, 2.0]])), 422, "non_finite", "row 0, column 1 is NaN"),
-    (npy(np.array([[1.0, 2.0, -np.inf]], dtype=np.float32)), 422, "non_finite", "column 2 is -inf"),
-    (npy(np.array([[1.0, 2e31, 2.0]])), 422, "value_out_of_range", "column 1"),
+    (npy(np.zeros((2, 4))), 422, "dimension_mismatch", "shape is (2, 4): 4 columns, but (rows, 3) is expected"),
+    # The server counts rows and columns from 1.
+    (npy(np.array([[1.0, np.nan, 2.0]])), 422, "non_finite", "row 1, column 2 is NaN"),
+    (npy(np.array([[1.0, 2.0, -np.inf]], dtype=np.float32)), 422, "non_finite", "row 1, column 3 is -inf"),
+    (npy(np.array([[1.0, 2e31, 2.0]])), 422, "value_out_of_range", "row 1, column 2 is 2e31"),
     (handmade("{'descr': '<f8', 'shape': (2, 3)}", GOOD_BYTES), 400, "malformed_body", "fortran_order"),
-    (handmade("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), 'x': 1}", GOOD_BYTES), 400, "malformed_body", "'x'"),
-    (handmade("{'descr': '<f8', 'fortran_order': 0, 'shape': (2, 3)}", GOOD_BYTES), 400, "malformed_body", "header"),
+    # Exactly numpy's three keys (numpy's reader refuses others too), of their types.
+    (handmade("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), 'x': 1}", GOOD_BYTES), 400, "malformed_body", "unknown key 'x'"),
+    (handmade("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), 'shape': (9, 3)}", GOOD_BYTES), 400, "malformed_body", "'shape' twice"),
+    (handmade("{'descr': '<f8', 'fortran_order': 0, 'shape': (2, 3)}", GOOD_BYTES), 400, "malformed_body", "expected a string, True, False or a tuple in the header, found `0`"),
     (handmade("{'descr': '<f8', 'fortran_order': False, 'shape': (2, -3)}", GOOD_BYTES), 400, "malformed_body", "non-negative"),
-    # A header that promises more than any memory: refused from the byte count alone.
-    (handmade("{'descr': '<f8', 'fortran_order': False, 'shape': (4000000000000, 3)}", GOOD_BYTES), 400, "malformed_body", "96000000000000 bytes of data"),
-    (handmade("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999, 3)}", GOOD_BYTES), 400, "malformed_body", "header"),
+    # A header that promises more rows than the request may have: refused from the
+    # header alone (413, the row limit), before any data is read.
+    (handmade("{'descr': '<f8', 'fortran_order': False, 'shape': (4000000000000, 3)}", GOOD_BYTES), 413, "too_many_rows", "max_batch_rows"),
+    (handmade("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999, 3)}", GOOD_BYTES), 400, "malformed_body", "99999999999999999999 does not fit in 64 bits"),
 ]
 
 
@@ -114,7 +122,7 @@ def test_bad_npy_bodies_are_refused_naming_the_problem(url, client, model, body,
     # The projection route reads the same way.
     if code not in ("empty_batch",):
         p = post(url, model, body, route="project")
-        assert p.status_code in (400, 409, 422)
+        assert p.status_code in (400, 409, 413, 422)
 
 
 @pytest.fixture
@@ -137,14 +145,22 @@ def test_project_answers_npz_with_every_array(url, fitted):
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/x-npz"
     with np.load(io.BytesIO(r.content)) as z:
-        assert sorted(z.files) == ["k", "reconstructions", "residual_norms", "scores", "sequence"]
+        assert sorted(z.files) == [
+            "k", "reconstructions", "residual_norms", "scores", "sequence", "spe", "t2"
+        ]
         scores, recon = z["scores"], z["reconstructions"]
+        t2, spe = z["t2"], z["spe"]
         assert scores.dtype == np.float64 and scores.shape == (9, 2)
         assert recon.shape == (9, 6) and z["residual_norms"].shape == (9,)
         assert z["k"].shape == () and int(z["k"]) == 2 and z["k"].dtype == np.int64
         assert int(z["sequence"]) == c.sequence
     np.testing.assert_allclose(scores, (Q - c.mean) @ c.components[:2].T, atol=1e-10)
     np.testing.assert_allclose(recon, scores @ c.components[:2] + c.mean, atol=1e-10)
+    # The statistics, from the published components and eigenvalues.
+    ref_scores = (Q - c.mean) @ c.components[:2].T
+    np.testing.assert_allclose(t2, (ref_scores**2 / c.eigenvalues[:2]).sum(axis=1), rtol=1e-10)
+    residual = (Q - c.mean) - ref_scores @ c.components[:2]
+    np.testing.assert_allclose(spe, (residual**2).sum(axis=1), rtol=1e-9)
 
 
 def test_project_answer_negotiation(url, fitted):

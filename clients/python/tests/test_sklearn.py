@@ -97,6 +97,36 @@ def test_whitening_matches_pca(url, X):
     est.close()
 
 
+@pytest.mark.parametrize("whiten", [False, True])
+def test_monitor_is_an_addition_and_score_samples_stays_ppca(url, X, whiten):
+    est = tight(4, whiten=whiten, url=url).fit(X)
+    Q = X[:60].copy()
+    Q[0] += 40 * est.components_[0]  # an outlier along the first component
+    m = est.monitor(Q, alpha=0.01, contributions=True)
+    Z = est.transform(Q)
+    # T² is Σ score²/explained_variance_, whatever the whitening; SPE the squared
+    # distance to the (unwhitened) reconstruction.
+    t2 = (Z**2).sum(axis=1) if whiten else (Z**2 / est.explained_variance_).sum(axis=1)
+    np.testing.assert_allclose(m.t2, t2, rtol=1e-9)
+    R = Q - est.inverse_transform(Z)
+    np.testing.assert_allclose(m.spe, (R**2).sum(axis=1), rtol=1e-8)
+    assert m.k == 4 and m.outlier_t2[0] and m.limit_t2 > 0 and m.limit_spe > 0
+    np.testing.assert_allclose(m.contributions_t2.sum(axis=1), m.t2, rtol=1e-12)
+    # scikit-learn's methods keep their meaning.
+    ref = PCA(4, whiten=whiten, svd_solver="full").fit(X)
+    np.testing.assert_allclose(est.score_samples(Q), ref.score_samples(Q), rtol=1e-9)
+    est.close()
+    with pytest.raises(NotFittedError, match="monitor"):
+        est.monitor(Q)
+
+
+def test_a_named_standardized_model_is_not_pca(url, X, name):
+    with streampca.Client(url) as c:
+        c.create_model(name, 20, 3, standardize=True)
+    with pytest.raises(ValueError, match="standardize true"):
+        StreamPCA(3, url=url, model=name).partial_fit(X[:100])
+
+
 def test_n_components_none_keeps_every_component(url, X):
     est = tight(url=url).fit(X)
     ref = PCA(svd_solver="full").fit(X)

@@ -20,7 +20,7 @@ from ._errors import (
     StreamPCAError,
     UnauthorizedError,
 )
-from ._types import Components, IngestReceipt, ModelStatus, Projection
+from ._types import Components, IngestReceipt, Limits, ModelStatus, Projection
 from .client import DEFAULT_URL, AsyncClient, Client
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "IngestReceipt",
     "Components",
     "Projection",
+    "Limits",
     "StreamPCAError",
     "ApiError",
     "NotFoundError",

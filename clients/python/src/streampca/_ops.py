@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Generator, Optional, Union
 import numpy as np
 
 from ._errors import FitTimeoutError, NotFoundError
-from ._types import Components, IngestReceipt, ModelStatus, Projection
+from ._types import Components, IngestReceipt, Limits, ModelStatus, Projection
 from ._wire import NPY, NPZ, as_matrix, check_finite, npy_bytes, read_npz, split_rows
 
 
@@ -114,6 +114,11 @@ def ingest(
 ) -> Op:
     path = _path(name, "/samples")
     X = as_matrix(X, "X")
+    if X.shape[0] == 0:
+        raise ValueError("X has no rows")
+    # Every row is checked before the first batch is sent, so a bad value cannot leave
+    # a half-ingested array behind.
+    check_finite(X, "X")
     if y is not None:
         Y = np.asarray(y)
         if Y.ndim == 1:
@@ -121,13 +126,9 @@ def ingest(
         Y = as_matrix(Y, "y")
         if Y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {Y.shape[0]}")
+        check_finite(Y, "y")
         dtype = np.float32 if X.dtype == Y.dtype == np.float32 else np.float64
         X = np.hstack([X.astype(dtype, copy=False), Y.astype(dtype, copy=False)])
-    if X.shape[0] == 0:
-        raise ValueError("X has no rows")
-    # Every row is checked before the first batch is sent, so a bad value cannot leave
-    # a half-ingested array behind.
-    check_finite(X, "X" if y is None else "[X, y]")
     n, width = X.shape
     if batch_size is None:
         batch_size = max(1, min(MAX_BATCH_ROWS, INGEST_BYTES // max(1, width * X.itemsize)))
@@ -171,17 +172,50 @@ def components(name: str, k: Optional[int]) -> Op:
     return Components.from_json(r.json())
 
 
+def _project_options(
+    k: Optional[int],
+    whiten: bool,
+    reconstruct: bool,
+    alpha: Optional[float],
+    contributions: bool,
+) -> Dict[str, Any]:
+    """The options that differ from the server's defaults, as JSON values."""
+    opts: Dict[str, Any] = {}
+    if k is not None:
+        opts["k"] = int(k)
+    if whiten:
+        opts["whiten"] = True
+    if reconstruct:
+        opts["reconstruct"] = True
+    if alpha is not None:
+        opts["alpha"] = float(alpha)
+    if contributions:
+        opts["contributions"] = True
+    return opts
+
+
+def _query_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)  # round-trips exactly
+    return str(v)
+
+
 def project(
     name: str,
     X: Any,
     k: Optional[int],
     whiten: bool,
     reconstruct: bool,
+    alpha: Optional[float],
+    contributions: bool,
     binary: bool,
     batch_size: Optional[int],
 ) -> Op:
     path = _path(name, "/project")
     X = as_matrix(X, "X")
+    opts = _project_options(k, whiten, reconstruct, alpha, contributions)
     n = X.shape[0]
     ranges = split_rows(n, batch_size or MAX_QUERY_ROWS) or [(0, 0)]
     parts: "list[Projection]" = []
@@ -190,17 +224,10 @@ def project(
         for a, b in ranges:
             chunk = X[a:b]
             if binary:
-                params = {}
-                if k is not None:
-                    params["k"] = str(int(k))
-                if whiten:
-                    params["whiten"] = "true"
-                if reconstruct:
-                    params["reconstruct"] = "true"
                 resp = yield Call(
                     "POST",
                     path,
-                    params=params,
+                    params={key: _query_value(v) for key, v in opts.items()},
                     content=npy_bytes(chunk),
                     headers={"content-type": NPY, "accept": NPZ},
                 )
@@ -209,13 +236,7 @@ def project(
                 else:  # a server without binary answers
                     parts.append(Projection.from_json(resp.json(), X.shape[1]))
             else:
-                body: Dict[str, Any] = {"x": chunk.tolist()}
-                if k is not None:
-                    body["k"] = int(k)
-                if whiten:
-                    body["whiten"] = True
-                if reconstruct:
-                    body["reconstruct"] = True
+                body: Dict[str, Any] = {"x": chunk.tolist(), **opts}
                 resp = yield Call("POST", path, json=body)
                 parts.append(Projection.from_json(resp.json(), X.shape[1]))
         if len({p.sequence for p in parts}) == 1:
@@ -231,6 +252,16 @@ def project(
             stacklevel=4,
         )
     return Projection.concat(parts)
+
+
+def limits(name: str, k: Optional[int], alpha: Optional[float]) -> Op:
+    params: Dict[str, str] = {}
+    if k is not None:
+        params["k"] = str(int(k))
+    if alpha is not None:
+        params["alpha"] = repr(float(alpha))
+    r = yield Call("GET", _path(name, "/limits"), params=params or None)
+    return Limits.from_json(r.json())
 
 
 def wait_until_fitted(

@@ -31,10 +31,11 @@ def as_matrix(X, what: str = "X") -> np.ndarray:
 
 
 def check_finite(a: np.ndarray, what: str = "X") -> None:
-    """Raises ValueError naming the first NaN or infinity (0-based row and column)."""
+    """Raises ValueError naming the first NaN or infinity by its numpy index
+    (``X[row, column]``, 0-based; the server's messages count rows from 1)."""
     if not np.isfinite(a).all():
         r, c = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(f"{what} row {r}, column {c} is {a[r, c]}: values must be finite")
+        raise ValueError(f"{what}[{r}, {c}] is {a[r, c]}: values must be finite")
 
 
 def npy_bytes(a: np.ndarray) -> bytes:

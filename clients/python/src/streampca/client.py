@@ -20,7 +20,7 @@ import httpx
 
 from . import _ops
 from ._errors import ServiceUnavailableError, StreamPCAError, error_for
-from ._types import Components, IngestReceipt, ModelStatus, Projection
+from ._types import Components, IngestReceipt, Limits, ModelStatus, Projection
 
 __all__ = ["Client", "AsyncClient", "DEFAULT_URL"]
 
@@ -201,16 +201,29 @@ class Client(_Settings):
         half_life: Optional[float] = None,
         optimizer: Optional[str] = None,
         tolerance: Optional[float] = None,
+        partitions: Optional[int] = None,
+        standardize: Optional[bool] = None,
+        alpha: Optional[float] = None,
         **settings: Any,
     ) -> ModelStatus:
         """Creates a model: ``dim`` inputs, ``components`` ordered components, and the
-        optional settings (``target_dim`` for regression, ``half_life`` in samples for
-        forgetting, ``optimizer`` ``"subspace"``/``"gradient"``, ``tolerance`` in
-        radians; further keyword arguments are sent as they are). Creating an identical
-        model again returns it; another configuration under the same name raises
-        :class:`ConflictError`."""
+        optional settings (``None`` leaves the server's default): ``target_dim`` for
+        regression, ``half_life`` in samples for forgetting, ``optimizer``
+        ``"subspace"``/``"gradient"``, ``tolerance`` in radians, ``partitions``
+        (independent accumulators merged exactly for each fit; default: the server's
+        CPUs, at most 8), ``standardize`` (PCA of the correlation matrix, for variables
+        in mixed units), ``alpha`` (false-alarm rate of the model's control limits,
+        default 0.01); further keyword arguments are sent as they are. Creating an
+        identical model again returns it; another configuration under the same name
+        raises :class:`ConflictError`."""
         settings.update(
-            target_dim=target_dim, half_life=half_life, optimizer=optimizer, tolerance=tolerance
+            target_dim=target_dim,
+            half_life=half_life,
+            optimizer=optimizer,
+            tolerance=tolerance,
+            partitions=partitions,
+            standardize=standardize,
+            alpha=alpha,
         )
         return self._run(_ops.create_model(name, dim, components, settings))
 
@@ -256,16 +269,35 @@ class Client(_Settings):
         whiten: bool = False,
         reconstruct: bool = False,
         *,
+        alpha: Optional[float] = None,
+        contributions: bool = False,
         binary: bool = True,
         batch_size: Optional[int] = None,
     ) -> Projection:
         """Projects the rows of ``X`` onto the first ``k`` components (default: all):
-        scores, residual norms and, with ``reconstruct``, reconstructions, as numpy
-        arrays. Sent as ``.npy`` and answered as ``.npz`` (``binary=False``: JSON), in
-        requests of ``batch_size`` rows (default 10 000, the server's default
+        scores, residual norms, each row's T² and SPE and, with ``reconstruct``,
+        reconstructions, as numpy arrays. With ``alpha`` (0 < α < 0.5) also the control
+        limits at that false-alarm rate and each row's outlier flags; with
+        ``contributions`` each variable's share of T² and SPE (see :class:`Projection`).
+        Sent as ``.npy`` and answered as ``.npz`` (``binary=False``: JSON), in requests
+        of ``batch_size`` rows (default 10 000, the server's default
         ``max_query_rows``); if the fit changes between those requests, all of them are
         sent again so that one fit covers every row."""
-        return self._run(_ops.project(name, X, k, whiten, reconstruct, binary, batch_size))
+        return self._run(
+            _ops.project(
+                name, X, k, whiten, reconstruct, alpha, contributions, binary, batch_size
+            )
+        )
+
+    def limits(
+        self, name: str, k: Optional[int] = None, alpha: Optional[float] = None
+    ) -> Limits:
+        """The control limits of T² and SPE for the latest fit at ``k`` components
+        (default: every reported one) and false-alarm rate ``alpha`` (default: the
+        model's). :class:`ConflictError` (``not_fitted``) before the first fit;
+        :class:`InvalidInputError` naming ``k`` when the variance beyond ``k`` components
+        is only round-off (no SPE limit means anything there)."""
+        return self._run(_ops.limits(name, k, alpha))
 
     def wait_until_fitted(
         self,
@@ -379,11 +411,20 @@ class AsyncClient(_Settings):
         half_life: Optional[float] = None,
         optimizer: Optional[str] = None,
         tolerance: Optional[float] = None,
+        partitions: Optional[int] = None,
+        standardize: Optional[bool] = None,
+        alpha: Optional[float] = None,
         **settings: Any,
     ) -> ModelStatus:
         """See :meth:`Client.create_model`."""
         settings.update(
-            target_dim=target_dim, half_life=half_life, optimizer=optimizer, tolerance=tolerance
+            target_dim=target_dim,
+            half_life=half_life,
+            optimizer=optimizer,
+            tolerance=tolerance,
+            partitions=partitions,
+            standardize=standardize,
+            alpha=alpha,
         )
         return await self._run(_ops.create_model(name, dim, components, settings))
 
@@ -422,13 +463,23 @@ class AsyncClient(_Settings):
         whiten: bool = False,
         reconstruct: bool = False,
         *,
+        alpha: Optional[float] = None,
+        contributions: bool = False,
         binary: bool = True,
         batch_size: Optional[int] = None,
     ) -> Projection:
         """See :meth:`Client.project`."""
         return await self._run(
-            _ops.project(name, X, k, whiten, reconstruct, binary, batch_size)
+            _ops.project(
+                name, X, k, whiten, reconstruct, alpha, contributions, binary, batch_size
+            )
         )
+
+    async def limits(
+        self, name: str, k: Optional[int] = None, alpha: Optional[float] = None
+    ) -> Limits:
+        """See :meth:`Client.limits`."""
+        return await self._run(_ops.limits(name, k, alpha))
 
     async def wait_until_fitted(
         self,

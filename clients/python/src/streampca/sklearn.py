@@ -49,6 +49,15 @@ Conventions (scikit-learn's)
 - float32 input gives float32 attributes and outputs (the service computes in float64).
 - ``var_`` is computed here, from the rows this estimator sent (the service does not
   report per-feature variances).
+
+Monitoring (an addition; scikit-learn's methods keep their meaning)
+-------------------------------------------------------------------
+``score_samples``/``score`` stay the probabilistic-PCA log-likelihood. The service's
+monitoring statistics are a separate method, :meth:`StreamPCA.monitor`: each row's
+Hotelling's T² on the ``n_components_`` components and its squared prediction error
+(SPE), and with ``alpha`` the fit's exact control limits and each row's outlier flags.
+The estimator always fits the covariance (never ``standardize``); a named model created
+with ``standardize=True`` is refused.
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ from sklearn.utils import gen_batches
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._errors import NotFoundError
+from ._types import Projection
 from .client import Client
 
 try:  # scikit-learn >= 1.6
@@ -329,7 +339,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             _delete_now(name, self.url, self.api_key, self._service())
         for attr in (
             "_cache", "_stale", "_sent", "_stats", "_dtype", "_fork_from", "_closed",
-            "_buf", "_buf_rows",
+            "_buf", "_buf_rows", "_served",
         ):
             self.__dict__.pop(attr, None)
         for attr in ("n_components_", "n_samples_seen_"):
@@ -419,6 +429,8 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             problems.append(f"half_life {st.half_life} (half_life={self.half_life})")
         if st.tolerance is not None and st.tolerance != self.tolerance:
             problems.append(f"tolerance {st.tolerance} (tolerance={self.tolerance})")
+        if st.standardize:
+            problems.append("standardize true (a PCA of the correlation matrix, not PCA)")
         if problems:
             raise ValueError(
                 f"served model {st.name!r} does not match this estimator: it has "
@@ -634,6 +646,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
                 stacklevel=3,
             )
         self._cache = self._attributes(fit)
+        self._served = int(fit.components.shape[0])
         self._stale = False
 
     def _attributes(self, fit: Any) -> Dict[str, Any]:
@@ -754,6 +767,34 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
     def score(self, X: Any, y: Any = None) -> float:
         """Mean of :meth:`score_samples`."""
         return float(np.mean(self.score_samples(X)))
+
+    def monitor(
+        self, X: Any, alpha: Optional[float] = None, contributions: bool = False
+    ) -> Projection:
+        """The service's monitoring statistics of the rows of ``X`` against the served
+        fit (an addition to scikit-learn's API; :meth:`score_samples` is unchanged).
+
+        Returns a :class:`streampca.Projection` with, per row, ``t2`` (Hotelling's T²,
+        Σ score²/``explained_variance_`` over the ``n_components_`` components, the same
+        whether or not ``whiten``) and ``spe`` (squared prediction error,
+        ‖x − inverse_transform(transform(x))‖² unwhitened); with ``alpha`` (0 < α < 0.5)
+        the fit's control limits ``limit_t2``, ``limit_spe`` and the flags
+        ``outlier_t2``, ``outlier_spe``; with ``contributions`` each feature's share of
+        T² and SPE. ``scores`` are the unwhitened projections (signs as the service
+        reports them, which may differ from ``components_``'s). Needs the served model
+        (not a pickled copy before its first ``partial_fit``)."""
+        check_is_fitted(self)
+        X = _validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        self._sync()
+        if "_model" not in self.__dict__:
+            raise NotFittedError(
+                "monitor() needs the served model: this estimator is closed or a copy "
+                "that has not forked it (partial_fit) yet"
+            )
+        k = min(self.n_components_, self.__dict__.get("_served", self.n_components_))
+        return self._service().project(
+            self._model, X, k=k, alpha=alpha, contributions=contributions
+        )
 
     @property
     def _n_features_out(self) -> int:
