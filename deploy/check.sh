@@ -59,6 +59,9 @@ step "promtool check rules"
 step "promtool test rules"
 (cd "$here/prometheus" && promtool test rules alerts_test.yml)
 
+step "promtool: cluster-mode rules"
+(cd "$here/prometheus" && promtool check rules cluster_alerts.yml && promtool test rules cluster_alerts_test.yml)
+
 step "dashboard JSON"
 # Writes the panel expressions (one per line) and a rules file wrapping each of them.
 python3 - "$dashboard" "$tmp/dashboard_exprs.txt" "$tmp/dashboard_rules.yml" <<'PY'

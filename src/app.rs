@@ -1,6 +1,8 @@
 //! Start-up wiring: settings → recovered registry → snapshot schedule → HTTP server,
 //! and the orderly stop (drain requests, stop trainers, final snapshots).
 
+mod cluster;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,6 +38,10 @@ pub async fn run(
         .validate()
         .map_err(anyhow::Error::msg)
         .context("invalid settings")?;
+    // The one place the backend is chosen: `--nats` serves from the cluster.
+    if let Some(c) = settings.cluster.settings().map_err(anyhow::Error::msg)? {
+        return cluster::run(listener, settings, c, shutdown).await;
+    }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());

@@ -3,6 +3,7 @@
 //!
 //! Owns parsing and validation only; it never opens sockets or files.
 
+pub mod cluster;
 pub mod connections;
 
 use std::net::SocketAddr;
@@ -93,6 +94,9 @@ pub struct Settings {
     /// Connection limits and timeouts.
     #[command(flatten)]
     pub connections: connections::ConnectionSettings,
+    /// Cluster mode (`--nats`); embedded when absent.
+    #[command(flatten)]
+    pub cluster: Box<cluster::ClusterArgs>,
 }
 
 impl Default for Settings {
@@ -111,6 +115,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             limits: Limits::default(),
             connections: connections::ConnectionSettings::default(),
+            cluster: Box::default(),
         }
     }
 }

@@ -24,6 +24,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod datasets;
 pub mod drift;

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod body;
 pub mod body_stream;
+pub mod cluster;
 pub mod components;
 pub mod connection;
 pub mod error;

@@ -234,8 +234,7 @@ impl Accumulator {
         if x.is_empty() {
             return Err(PcaError::EmptyBatch);
         }
-
-        if x.len() % n != 0 {
+        if !x.len().is_multiple_of(n) {
             return Err(PcaError::DimensionMismatch {
                 what: "x length (a whole number of rows)",
                 expected: n * (x.len() / n + 1),
@@ -517,7 +516,7 @@ fn scale_lower(m: &mut DMatrix<f64>, s: f64) {
 /// kernel ran 3-8% slower than with eight rows (one cache line) of padding, which break
 /// the pattern (`bench/KERNELS.md`). Other n are left unpadded.
 fn scatter_rows(n: usize) -> usize {
-    if n % 512 == 0 {
+    if n.is_multiple_of(512) {
         n + 8
     } else {
         n

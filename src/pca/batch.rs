@@ -104,7 +104,7 @@ fn split_joined<T: Copy>(values: Vec<T>, shape: Shape) -> (Vec<T>, Option<Vec<T>
         return (values, None);
     };
     let w = shape.dim + t;
-    if w == 0 || values.len() % w != 0 {
+    if w == 0 || !values.len().is_multiple_of(w) {
         return (values, Some(Vec::new()));
     }
     let rows = values.len() / w;

@@ -96,7 +96,7 @@ impl Components {
         if x.is_empty() {
             return Err(PcaError::EmptyBatch);
         }
-        if x.len() % n != 0 {
+        if !x.len().is_multiple_of(n) {
             return Err(PcaError::DimensionMismatch {
                 what: "x row length",
                 expected: n,

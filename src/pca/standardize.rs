@@ -130,7 +130,7 @@ impl Standardizer {
         if x.is_empty() {
             return Err(PcaError::EmptyBatch);
         }
-        if x.len() % n != 0 {
+        if !x.len().is_multiple_of(n) {
             return Err(PcaError::DimensionMismatch {
                 what: "x row length",
                 expected: n,

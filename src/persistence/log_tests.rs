@@ -18,7 +18,7 @@ use crate::persistence::recovery::{TailReason, HEADER_LEN};
 fn batch(seq: u64, dim: usize) -> Batch {
     let mut rng = StdRng::seed_from_u64(seq);
     let rows = 1 + (seq % 3) as usize;
-    let target_dim = (seq % 3 == 0).then_some(2);
+    let target_dim = seq.is_multiple_of(3).then_some(2);
     let mut x: Vec<f64> = (0..rows * dim).map(|_| rng.gen_range(-1e3..1e3)).collect();
     x[0] = -0.0;
     if x.len() > 1 {
