@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -58,7 +59,19 @@ pub async fn run(
     })
     .await
     .context("serving HTTP");
-    node.shutdown().await;
+    // Releasing leases needs NATS; when it is unreachable (the whole cluster stopping at
+    // once, say) the client would retry forever, so the release gets the same grace as
+    // the requests and the leases then simply expire after their TTL.
+    let grace = settings
+        .connections
+        .shutdown_grace()
+        .max(Duration::from_secs(1));
+    if tokio::time::timeout(grace, node.shutdown()).await.is_err() {
+        tracing::warn!(
+            secs = grace.as_secs(),
+            "NATS did not answer at shutdown: leases not released, they expire after their TTL"
+        );
+    }
     served?;
     tracing::info!("stopped");
     Ok(())
