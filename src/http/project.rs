@@ -177,7 +177,7 @@ pub async fn project(
 /// A JSON body carries its options itself; options in the query string as well would be
 /// ambiguous (which wins?) and silently ignoring them would answer a different question
 /// than the one asked, so any query key is refused, named.
-fn refuse_query_with_json(query: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn refuse_query_with_json(query: Option<&str>) -> Result<(), ApiError> {
     let Some(first) = query
         .into_iter()
         .flat_map(|q| q.split('&'))

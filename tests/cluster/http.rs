@@ -381,6 +381,24 @@ async fn binary_serves_the_api_in_cluster_mode() {
         }
     }
 
+    // As in embedded mode, a JSON body carries its options: a query string is refused.
+    let (s, e) = post(
+        &c,
+        format!("{}/v1/models/{name}/project?k=1", b.base),
+        "application/json",
+        serde_json::to_vec(&json!({ "x": x.chunks(dim).take(1).collect::<Vec<_>>() })).unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["code"], "invalid_parameter", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("invalid parameter `k`: query-string options"),
+        "{e}"
+    );
+
     // Metrics carry the cluster's series.
     let metrics = c
         .get(format!("{}/metrics", a.base))

@@ -121,7 +121,10 @@ pub async fn project(
         setting: "max_query_rows",
     };
     let mut parser = match media_type(req.headers()).as_deref() {
-        Some("application/json") => ProjectParser::json(dim, limit),
+        Some("application/json") => {
+            crate::http::project::refuse_query_with_json(req.uri().query())?;
+            ProjectParser::json(dim, limit)
+        }
         Some("application/x-npy") => {
             let options = ProjectOptions::from_query(req.uri().query().unwrap_or(""))?;
             ProjectParser::npy(dim, limit, options)
