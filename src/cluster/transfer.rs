@@ -78,37 +78,11 @@ fn check_upload(
     name: &ModelName,
     bytes: &[u8],
 ) -> Result<(Snapshot, Vec<Accumulator>), ClusterError> {
-    let limits = inner.settings.limits;
-    let (mut snap, accs) = snapshot::decode_checked(bytes, |c| {
-        let over = c.dim > limits.max_dim
-            || c.target_dim.is_some_and(|t| t > limits.max_dim)
-            || c.components > limits.max_components
-            || c.state_bytes() > limits.max_state_bytes;
-        if over {
-            Err(format!(
-                "a model of dim {}, target_dim {:?}, {} components and {} partitions is \
-                 over this server's limits (max_dim {}, max_components {}, \
-                 max_state_bytes {})",
-                c.dim,
-                c.target_dim,
-                c.components,
-                c.partitions,
-                limits.max_dim,
-                limits.max_components,
-                limits.max_state_bytes
-            ))
-        } else {
-            Ok(())
-        }
-    })
-    .map_err(|e| ClusterError::InvalidSnapshot(e.to_string()))?;
-    for (k, a) in accs.iter().enumerate() {
-        a.check_semidefinite().map_err(|e| {
-            ClusterError::InvalidSnapshot(format!(
-                "partition {k}: the scatter is not positive semi-definite ({e})"
-            ))
-        })?;
-    }
+    let (mut snap, accs) = inner
+        .settings
+        .limits
+        .decode_upload(bytes)
+        .map_err(ClusterError::InvalidSnapshot)?;
     snap.config.name = name.clone();
     Ok((snap, accs))
 }

@@ -38,6 +38,49 @@ pub struct ModelLimits {
     pub max_state_bytes: u64,
 }
 
+impl ModelLimits {
+    /// Decodes an uploaded snapshot and checks it against these limits (dimension,
+    /// components, state bytes: before any n×n allocation) and every partition's scatter
+    /// for positive semi-definiteness. Imports of either backend go through here.
+    ///
+    /// # Errors
+    /// What is wrong, for an `invalid_snapshot` answer.
+    pub fn decode_upload(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(persistence::Snapshot, Vec<Accumulator>), String> {
+        let (snap, accs) = persistence::snapshot::decode_checked(bytes, |c| {
+            let over = c.dim > self.max_dim
+                || c.target_dim.is_some_and(|t| t > self.max_dim)
+                || c.components > self.max_components
+                || c.state_bytes() > self.max_state_bytes;
+            if over {
+                Err(format!(
+                    "a model of dim {}, target_dim {:?}, {} components and {} partitions is \
+                     over this server's limits (max_dim {}, max_components {}, \
+                     max_state_bytes {})",
+                    c.dim,
+                    c.target_dim,
+                    c.components,
+                    c.partitions,
+                    self.max_dim,
+                    self.max_components,
+                    self.max_state_bytes
+                ))
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        for (k, a) in accs.iter().enumerate() {
+            a.check_semidefinite().map_err(|e| {
+                format!("partition {k}: the scatter is not positive semi-definite ({e})")
+            })?;
+        }
+        Ok((snap, accs))
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     model: Arc<Model>,
@@ -265,37 +308,10 @@ impl Registry {
     /// [`ModelError::TooManyModels`] for a snapshot over a limit; [`ModelError::Storage`]
     /// when it cannot be made durable (the old model, if any, is then unchanged).
     pub fn import(&self, name: &ModelName, bytes: &[u8]) -> Result<(bool, Arc<Model>), ModelError> {
-        let limits = self.limits;
-        let (mut snap, accs) = persistence::snapshot::decode_checked(bytes, |c| {
-            let over = c.dim > limits.max_dim
-                || c.target_dim.is_some_and(|t| t > limits.max_dim)
-                || c.components > limits.max_components
-                || c.state_bytes() > limits.max_state_bytes;
-            if over {
-                Err(format!(
-                    "a model of dim {}, target_dim {:?}, {} components and {} partitions is \
-                     over this server's limits (max_dim {}, max_components {}, \
-                     max_state_bytes {})",
-                    c.dim,
-                    c.target_dim,
-                    c.components,
-                    c.partitions,
-                    limits.max_dim,
-                    limits.max_components,
-                    limits.max_state_bytes
-                ))
-            } else {
-                Ok(())
-            }
-        })
-        .map_err(|e| ModelError::InvalidSnapshot(e.to_string()))?;
-        for (k, a) in accs.iter().enumerate() {
-            a.check_semidefinite().map_err(|e| {
-                ModelError::InvalidSnapshot(format!(
-                    "partition {k}: the scatter is not positive semi-definite ({e})"
-                ))
-            })?;
-        }
+        let (mut snap, accs) = self
+            .limits
+            .decode_upload(bytes)
+            .map_err(ModelError::InvalidSnapshot)?;
         snap.config.name = name.clone();
         let params = snap.config.validate()?;
         let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
