@@ -178,6 +178,40 @@ fn bench_json(c: &mut Criterion) {
     g.finish();
 }
 
+/// Pixel rows as the load tool sends Fashion-MNIST (`serde_json` printing f32 values
+/// `0.0` … `255.0`; about half the pixels are 0): the short-token shape of issue 19's
+/// end-to-end target, same size 256 × 784.
+fn pixel_values() -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    (0..ROWS * DIM)
+        .map(|_| {
+            if rng.gen_bool(0.5) {
+                0.0
+            } else {
+                f32::from(rng.gen_range(1u8..=255))
+            }
+        })
+        .collect()
+}
+
+fn bench_json_pixels(c: &mut Criterion) {
+    let v = pixel_values();
+    let rows: Vec<Vec<f32>> = v.chunks(DIM).map(<[f32]>::to_vec).collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "x": rows })).unwrap();
+    assert!(body.starts_with(b"{\"x\":[[") && body.windows(5).any(|w| w == b"255.0"));
+    match new_json(&body, body.len()).data() {
+        BatchData::F64 { x, .. } => assert!(x.iter().zip(&v).all(|(a, b)| *a == f64::from(*b))),
+        BatchData::F32 { .. } => unreachable!(),
+    }
+    let mut g = c.benchmark_group("json_pixels_256x784");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("old_serde_json", |b| b.iter(|| old::json(black_box(&body))));
+    g.bench_function("streaming_one_chunk", |b| {
+        b.iter(|| new_json(black_box(&body), body.len()))
+    });
+    g.finish();
+}
+
 fn bench_formats(c: &mut Criterion) {
     let v = values();
     let ndjson = lines_body(&v, true);
@@ -327,6 +361,7 @@ mod group {
         benches,
         bench_numbers,
         bench_json,
+        bench_json_pixels,
         bench_formats,
         bench_project
     );

@@ -38,12 +38,22 @@ fn word_at(s: &[u8], i: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b))
 }
 
-/// Whether all eight bytes of `w` are ASCII digits.
+/// The bytes of `w` that are not ASCII digits, as their high bits (`0x80` in each such
+/// byte). Exact up to and including the first non-digit byte (carries and borrows only
+/// run towards later bytes, and every byte before it is a digit), which is all that
+/// [`digits`] reads from it.
 #[inline(always)]
-fn eight_digits(w: u64) -> bool {
+fn non_digits(w: u64) -> u64 {
     let a = w.wrapping_add(0x4646_4646_4646_4646);
     let b = w.wrapping_sub(0x3030_3030_3030_3030);
-    (a | b) & 0x8080_8080_8080_8080 == 0
+    (a | b) & 0x8080_8080_8080_8080
+}
+
+/// Whether all eight bytes of `w` are ASCII digits.
+#[inline(always)]
+#[cfg(test)]
+fn eight_digits(w: u64) -> bool {
+    non_digits(w) == 0
 }
 
 /// The value of eight ASCII digits (first digit in the lowest byte).
@@ -57,17 +67,36 @@ fn eight_digits_value(w: u64) -> u64 {
     (((w & MASK).wrapping_mul(MUL1)).wrapping_add(((w >> 16) & MASK).wrapping_mul(MUL2))) >> 32
 }
 
+/// 10^k for k < 8, as integers.
+const POW10_U64: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+
 /// Reads digits from `s[i..]` into `w`; returns the index after them.
+///
+/// While eight bytes remain, one 64-bit word at a time: eight digits in one step, and a
+/// final run of one to seven digits in one step too (the digits moved to the word's top
+/// and the bytes below filled with `'0'`, so that [`eight_digits_value`] reads them),
+/// instead of a loop per digit. Byte by byte only in the last seven bytes of `s`.
 #[inline(always)]
 fn digits(s: &[u8], mut i: usize, w: &mut u64) -> usize {
     while let Some(word) = word_at(s, i) {
-        if !eight_digits(word) {
-            break;
+        let nd = non_digits(word);
+        if nd == 0 {
+            *w = w
+                .wrapping_mul(100_000_000)
+                .wrapping_add(eight_digits_value(word));
+            i += 8;
+            continue;
         }
-        *w = w
-            .wrapping_mul(100_000_000)
-            .wrapping_add(eight_digits_value(word));
-        i += 8;
+        // Digits before the first non-digit byte: 0 to 7.
+        let k = (nd.trailing_zeros() / 8) as usize;
+        if k > 0 {
+            let shift = 8 * (8 - k) as u32;
+            let padded = (word << shift) | (0x3030_3030_3030_3030u64 >> (64 - shift));
+            *w = w
+                .wrapping_mul(POW10_U64[k])
+                .wrapping_add(eight_digits_value(padded));
+        }
+        return i + k;
     }
     while let Some(&b) = s.get(i) {
         let d = b.wrapping_sub(b'0');
@@ -160,14 +189,25 @@ pub fn json_prefix(s: &[u8]) -> Option<(f64, usize)> {
         exp10 += if eneg { -e } else { e };
     }
     let magnitude = if count > MAX_DIGITS {
-        lexical_core::parse::<f64>(&s[usize::from(neg)..i]).ok()?
+        full_parse(&s[usize::from(neg)..i])?
     } else {
-        convert(w, exp10).or_else(|| lexical_core::parse::<f64>(&s[usize::from(neg)..i]).ok())?
+        match convert(w, exp10) {
+            Some(v) => v,
+            None => full_parse(&s[usize::from(neg)..i])?,
+        }
     };
     if !magnitude.is_finite() {
         return None;
     }
     Some((if neg { -magnitude } else { magnitude }, i))
+}
+
+/// The rare token the fast steps cannot decide, by the full parser (kept out of line so
+/// that the hot scan stays small).
+#[cold]
+#[inline(never)]
+fn full_parse(s: &[u8]) -> Option<f64> {
+    lexical_core::parse::<f64>(s).ok()
 }
 
 /// `w × 10^q` correctly rounded, for `w` of at most 19 digits; `None` when the fast
@@ -179,6 +219,15 @@ fn convert(w: u64, q: i64) -> Option<f64> {
         return Some(0.0);
     }
     if w <= MAX_EXACT && (-22..=22).contains(&q) {
+        // Trailing fraction zeros (`255.0`, `12.50`) divided out of the significand
+        // first: `255 × 10^0` needs no divide, and a divide is the slowest step here.
+        // The value is the same decimal, so the result is the same correctly rounded
+        // f64.
+        let (mut w, mut q) = (w, q);
+        while q < 0 && w % 10 == 0 {
+            w /= 10;
+            q += 1;
+        }
         let m = w as f64;
         let p = POW10[q.unsigned_abs() as usize];
         return Some(if q < 0 { m / p } else { m * p });
@@ -233,13 +282,52 @@ mod tests {
         assert_eq!(eight_digits_value(w(b"90000000")), 90_000_000);
     }
 
+    /// The word-at-a-time digit reader against one digit at a time, for every run
+    /// length 0–20, at every offset, with and without eight bytes after the run.
+    #[test]
+    fn digit_runs_read_like_one_at_a_time() {
+        fn naive(s: &[u8], mut i: usize) -> (u64, usize) {
+            let mut w = 0u64;
+            while i < s.len() && s[i].is_ascii_digit() {
+                w = w.wrapping_mul(10).wrapping_add(u64::from(s[i] - b'0'));
+                i += 1;
+            }
+            (w, i)
+        }
+        let digits_text = b"98765432109876543210";
+        for run in 0..=20 {
+            for lead in 0..3 {
+                for (tail, stop) in [(&b""[..], b','), (b", 12345678]", b','), (b"e5, 1", b'e')] {
+                    let mut s = vec![b' '; lead];
+                    s.extend_from_slice(&digits_text[..run]);
+                    if !tail.is_empty() {
+                        assert_eq!(tail[0], stop);
+                    }
+                    s.extend_from_slice(tail);
+                    let mut w = 3;
+                    let end = digits(&s, lead, &mut w);
+                    let (want, want_end) = naive(&s, lead);
+                    assert_eq!(end, want_end, "{s:?}");
+                    let scale = 10u64.wrapping_pow(run as u32);
+                    assert_eq!(w, 3u64.wrapping_mul(scale).wrapping_add(want), "{s:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn each_path_rounds_like_std() {
         for s in [
-            // Clinger's fast path.
+            // Clinger's fast path, with trailing fraction zeros divided out first.
             "0.5",
             "-1.25",
             "255.0",
+            "255.000",
+            "12.50",
+            "100.0e-3",
+            "0.0000",
+            "9007199254740990.0",
+            "1.0e-22",
             "1e22",
             "9007199254740992e-22",
             // Eisel–Lemire: 17 digits of a widened f32, large and small exponents.
@@ -305,6 +393,25 @@ mod tests {
                 let short = format!("{f:?}");
                 prop_assert_eq!(json_exact(short.as_bytes()).map(|v| (v as f32).to_bits()), Some(b32), "{}", short);
             }
+        }
+
+        /// Short decimals with trailing fraction zeros (what a client prints for f32
+        /// pixel values, `255.0`, and longer), with and without an exponent, round
+        /// like std's parser.
+        #[test]
+        fn trailing_zeros_round_like_std(
+            int in 0u64..10_000_000,
+            frac in "[0-9]{0,7}",
+            zeros in 0usize..8,
+            exp in proptest::option::of(-30i32..30),
+        ) {
+            let mut s = format!("{int}.{frac}{}", "0".repeat(zeros));
+            if s.ends_with('.') {
+                s.push('0');
+            }
+            if let Some(e) = exp { s.push_str(&format!("e{e}")); }
+            let want: f64 = s.parse().unwrap();
+            prop_assert_eq!(bits(&s), Some(want.to_bits()), "{}", s);
         }
 
         /// Arbitrary digit strings and exponents (including around 19–20 significant
