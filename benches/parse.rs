@@ -200,7 +200,10 @@ fn bench_json_pixels(c: &mut Criterion) {
     let body = serde_json::to_vec(&serde_json::json!({ "x": rows })).unwrap();
     assert!(body.starts_with(b"{\"x\":[[") && body.windows(5).any(|w| w == b"255.0"));
     match new_json(&body, body.len()).data() {
-        BatchData::F64 { x, .. } => assert!(x.iter().zip(&v).all(|(a, b)| *a == f64::from(*b))),
+        BatchData::F64 { x, .. } => assert!(x
+            .iter()
+            .zip(&v)
+            .all(|(a, b)| a.to_bits() == f64::from(*b).to_bits())),
         BatchData::F32 { .. } => unreachable!(),
     }
     let mut g = c.benchmark_group("json_pixels_256x784");
