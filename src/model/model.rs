@@ -22,11 +22,11 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
-use crate::pca::{
-    Accumulator, Batch, Cancel, Components, LimitMoments, Standardizer, TrainerState, ValidParams,
-};
+use crate::pca::{Accumulator, Batch, Cancel, Components, TrainerState, ValidParams};
 use crate::persistence::{EncodedRecord, ModelFiles, PartitionState, Position, Snapshot};
 use crate::telemetry::throttle::LogThrottle;
+
+pub use super::monitor::FitMonitor;
 
 use super::config::ModelConfig;
 use super::error::ModelError;
@@ -80,18 +80,6 @@ pub struct Published {
     pub trainer: TrainerState,
     /// What monitoring needs from this fit; `None` before the first fit.
     pub monitor: Option<Arc<FitMonitor>>,
-}
-
-/// What process monitoring needs from a fit, computed with it by the trainer, off the
-/// request path.
-#[derive(Debug, Clone)]
-pub struct FitMonitor {
-    /// The moments of the variance the fit leaves, for control limits at any k; `None`
-    /// when they cannot be formed (a fit with no defined component).
-    pub moments: Option<LimitMoments>,
-    /// For a standardised model, the per-variable means and standard deviations the fit
-    /// was scaled by: queries are scaled by them before they are projected.
-    pub standardizer: Option<Standardizer>,
 }
 
 /// The model's next sequence and row clock.
@@ -165,6 +153,9 @@ pub struct Model {
     /// Requests waiting for a covering fit: while any is present the trainer skips its
     /// pacing pause.
     waiters: AtomicUsize,
+    /// Set once a request has read the control-limit moments of one of the model's fits
+    /// (see [`super::monitor`]): the trainer then computes them with every fit.
+    monitored: Arc<AtomicBool>,
 }
 
 /// One request waiting for a covering fit, counted in [`Model::waiters`] until dropped.
@@ -235,6 +226,7 @@ impl Model {
             deleted: AtomicBool::new(false),
             fitted: tokio::sync::watch::Sender::new(published_sequence),
             waiters: AtomicUsize::new(0),
+            monitored: Arc::new(AtomicBool::new(false)),
             params,
             config,
         }
@@ -468,6 +460,17 @@ impl Model {
         drop(lock(&self.wake));
         self.wake_cv.notify_all();
         Some(FitWaiter { model: self })
+    }
+
+    /// Whether the model is monitored: its fits carry their control-limit moments from
+    /// the trainer (see [`super::monitor`]).
+    pub fn is_monitored(&self) -> bool {
+        self.monitored.load(Ordering::Acquire)
+    }
+
+    /// The monitored flag, for the fits the trainer publishes.
+    pub(crate) fn monitored_flag(&self) -> Arc<AtomicBool> {
+        self.monitored.clone()
     }
 
     /// Whether any request is waiting for a covering fit.
