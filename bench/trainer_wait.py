@@ -9,6 +9,8 @@ is what every fit did before the moments were deferred), in the `unmonitored` ca
 Then two producers stream ROWS rows of Fashion-MNIST (or synthetic 784-d rows when the
 Debian dataset is absent) in 256-row `.npy` batches, PASSES times. Measured:
 
+- mean fit: wall seconds of the fits published during the stream (the sum of
+  `streampca_training_step_duration_seconds`) / fits seen by a 20 ms status poller;
 - trainer share: CPU seconds of the `train-m` thread / CPU seconds of the server process
   over the stream (from /proc/PID/task/*/stat);
 - delay: from the last acknowledged batch to a status whose `fitted_sequence` covers it,
@@ -77,6 +79,14 @@ def cpu(pid, thread=None):
     return total
 
 
+def fit_seconds(session):
+    """Wall seconds of every fit so far (the step-duration histogram's sum)."""
+    for line in session.get(f"{URL}/metrics").text.splitlines():
+        if line.startswith('streampca_training_step_duration_seconds_sum{model="m"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def post(session, body):
     r = session.post(
         f"{URL}/v1/models/m/samples",
@@ -117,15 +127,27 @@ def run(binary, bodies, passes, monitored, wait):
             mine = [post(ps, b) for b in part]
             seqs.extend(mine)
 
-        c0, t0 = cpu(server.pid), cpu(server.pid, "train-m")
+        fitted, done = set(), threading.Event()
+
+        def watcher():  # counts the fits published during the stream
+            ws = requests.Session()
+            while not done.is_set():
+                fitted.add(ws.get(f"{URL}/v1/models/m").json()["fitted_sequence"])
+                time.sleep(0.02)
+
+        c0, t0, f0 = cpu(server.pid), cpu(server.pid, "train-m"), fit_seconds(s)
         w0 = time.monotonic()
         threads = [threading.Thread(target=producer, args=(work[i::2],)) for i in range(2)]
-        for t in threads:
+        threads.append(threading.Thread(target=watcher))
+        for t in threads[:2]:
             t.start()
-        for t in threads:
+        threads[2].start()
+        for t in threads[:2]:
             t.join()
         last_ack = time.monotonic()
-        c1, t1 = cpu(server.pid), cpu(server.pid, "train-m")
+        c1, t1, f1 = cpu(server.pid), cpu(server.pid, "train-m"), fit_seconds(s)
+        done.set()
+        threads[2].join()
         last = max(seqs)
         if wait:
             st = s.get(f"{URL}/v1/models/m?fitted_sequence={last}&wait=30").json()
@@ -138,7 +160,8 @@ def run(binary, bodies, passes, monitored, wait):
         delay = time.monotonic() - last_ack
         assert st["fitted_sequence"] >= last, st
         rate = len(work) * 256 / (last_ack - w0)
-        return (t1 - t0) / (c1 - c0), delay, rate
+        fits = max(len(fitted) - 1, 1)
+        return (t1 - t0) / (c1 - c0), delay, rate, (f1 - f0) / fits, fits
     finally:
         server.terminate()
         server.wait()
@@ -164,6 +187,7 @@ def main():
             res[c].append(out)
             print(f"round {r} monitored={c[0]} wait={c[1]}: trainer share {out[0]:.3f}, "
                   f"delay {out[1]*1000:.0f} ms, {out[2]:.0f} rows/s, "
+                  f"mean fit {out[3]*1000:.0f} ms over {out[4]} fits, "
                   f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     load1 = os.getloadavg()[0]
     med = lambda c, i: statistics.median(v[i] for v in res[c])
@@ -176,23 +200,25 @@ def main():
         "2 producers, n = 784, 16 components, K = 2, `--sync always`; "
         f"{a.rounds} rounds, cases alternating; medians (each round in brackets).",
         "",
-        "| case | trainer CPU / server CPU | delay last ack → covering fit (ms) | ingest rows/s |",
-        "|---|---|---|---|",
+        "| case | trainer CPU / server CPU | delay last ack → covering fit (ms) | ingest rows/s | mean fit (ms) | fits seen |",
+        "|---|---|---|---|---|---|",
     ]
     for c in cases:
         name = ("monitored" if c[0] else "unmonitored") + (", wait" if c[1] else ", poll")
         lines.append(
             f"| {name} | {med(c, 0):.3f} ({', '.join(f'{v[0]:.3f}' for v in res[c])}) "
             f"| {med(c, 1)*1000:.0f} ({', '.join(f'{v[1]*1000:.0f}' for v in res[c])}) "
-            f"| {med(c, 2):.0f} |")
+            f"| {med(c, 2):.0f} | {med(c, 3)*1000:.0f} | {med(c, 4):.0f} |")
     share = lambda m: statistics.median(v[0] for w in (False, True) for v in res[(m, w)])
     delay = lambda w: statistics.median(v[1] for m in (True, False) for v in res[(m, w)])
     rate = lambda m: statistics.median(v[2] for w in (False, True) for v in res[(m, w)])
+    fit = lambda m: statistics.median(v[3] for w in (False, True) for v in res[(m, w)])
     lines += [
         "",
         f"Ratios of medians over both waiting modes: trainer share unmonitored / monitored "
         f"{share(False)/share(True):.2f}; ingest rate unmonitored / monitored "
-        f"{rate(False)/rate(True):.2f}; over both monitoring modes: delay wait / poll "
+        f"{rate(False)/rate(True):.2f}; mean fit duration unmonitored / monitored "
+        f"{fit(False)/fit(True):.2f}; over both monitoring modes: delay wait / poll "
         f"{delay(True)/delay(False):.2f}.",
     ]
     text = "\n".join(lines) + "\n"
