@@ -6,7 +6,8 @@
 //! while batches keep arriving, and folds everything that arrived meanwhile into the
 //! next fit; fits then take at most about a fifth of a core and ingest keeps the rest,
 //! however long a fit is (its control-limit moments take 2.5 s at n = 4096).
-//! An idle model fits as soon as a batch arrives.
+//! An idle model fits as soon as a batch arrives, and so does a paced one while a request
+//! waits for a fit covering its batch ([`Model::add_waiter`]).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -128,7 +129,9 @@ fn pause_while_ingesting(model: &Model, fit: Duration) -> bool {
         .clamp(TRAINER_MIN_PAUSE, TRAINER_MAX_PAUSE);
     let deadline = Instant::now() + pause;
     let mut w = lock(&model.wake);
-    while w.pending && !w.stop {
+    // A request waiting for a covering fit (`GET /models/{name}?fitted_sequence=`)
+    // ends the pause: the next fit starts at once.
+    while w.pending && !w.stop && !model.has_waiters() {
         let now = Instant::now();
         if now >= deadline {
             break;
