@@ -124,6 +124,11 @@ class _Settings:
             return wait if wait <= MAX_RETRY_WAIT else None
         return None
 
+    def _hold(self) -> float:
+        """Longest ``wait`` (seconds) one status request asks the service for: at most
+        the API's 60 s, and a second under this client's own timeout."""
+        return min(60.0, max(self.timeout - 1.0, self.timeout / 2))
+
     def _unreachable(self, call: _ops.Call, exc: Exception) -> ServiceUnavailableError:
         return ServiceUnavailableError(
             f"{call.method} {self.url}{call.path}: {type(exc).__name__}: {exc}"
@@ -339,10 +344,14 @@ class Client(_Settings):
         poll: float = 0.1,
     ) -> ModelStatus:
         """Waits until a published fit covers every batch acknowledged when the call
-        started (or batch ``sequence``), polling at most every ``poll`` seconds.
+        started (or batch ``sequence``). Each request asks the service to answer once
+        that fit is published (``GET /v1/models/{name}?fitted_sequence=S&wait=T``, ``T``
+        at most 60 s, the time left, and a second under the client's ``timeout``), and
+        while it waits the service fits at once instead of pacing its trainer; a service
+        without that wait (cluster mode) is polled at most every ``poll`` seconds.
         Returns the status (whose ``converged`` says whether every error bound met the
         tolerance); raises :class:`FitTimeoutError` after ``timeout`` seconds."""
-        return self._run(_ops.wait_until_fitted(name, timeout, sequence, poll))
+        return self._run(_ops.wait_until_fitted(name, timeout, sequence, poll, self._hold()))
 
     def export_snapshot(
         self, name: str, path: Optional[Union[str, "os.PathLike[str]"]] = None
@@ -525,7 +534,9 @@ class AsyncClient(_Settings):
         poll: float = 0.1,
     ) -> ModelStatus:
         """See :meth:`Client.wait_until_fitted`."""
-        return await self._run(_ops.wait_until_fitted(name, timeout, sequence, poll))
+        return await self._run(
+            _ops.wait_until_fitted(name, timeout, sequence, poll, self._hold())
+        )
 
     async def export_snapshot(
         self, name: str, path: Optional[Union[str, "os.PathLike[str]"]] = None
