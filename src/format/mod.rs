@@ -30,6 +30,8 @@ pub mod npy;
 pub mod number;
 pub mod project;
 mod rows;
+mod spill;
+mod store;
 
 use crate::pca::{Batch, BatchError, Part, Shape};
 
