@@ -61,7 +61,7 @@ pub(crate) struct Spill<P> {
     live: P,
     /// After the switch: the saved parser and the raw bytes read since, in blocks of
     /// `PIECE`.
-    saved: Option<(P, VecDeque<Vec<u8>>)>,
+    saved: Option<Box<(P, VecDeque<Vec<u8>>)>>,
     received: usize,
     /// Bytes fed at once ([`PIECE`]).
     piece: usize,
@@ -102,7 +102,7 @@ impl<P: Spillable> Spill<P> {
         Stats {
             received: self.received,
             held: self.live.resident_bytes()
-                + (self.saved.as_ref()).map_or(0, |(p, r)| p.resident_bytes() + raw(r)),
+                + (self.saved.as_ref()).map_or(0, |s| s.0.resident_bytes() + raw(&s.1)),
             switched: self.saved.is_some(),
         }
     }
@@ -115,11 +115,12 @@ impl<P: Spillable> Spill<P> {
         let (num, den) = self.budget;
         for piece in chunk.chunks(self.piece) {
             if self.saved.is_none() && self.live.resident_bytes() * den > self.received * num {
-                self.saved = Some((self.live.split_off(), VecDeque::new()));
+                self.saved = Some(Box::new((self.live.split_off(), VecDeque::new())));
             }
             self.received += piece.len();
             self.live.feed(piece)?;
-            if let Some((_, raw)) = &mut self.saved {
+            if let Some(saved) = &mut self.saved {
+                let raw = &mut saved.1;
                 match raw.back_mut() {
                     Some(b) if b.capacity() - b.len() >= piece.len() => b.extend_from_slice(piece),
                     _ => {
@@ -145,9 +146,10 @@ impl<P: Spillable> Spill<P> {
         self,
         check: impl FnOnce(P, &mut P) -> Result<(), FormatError>,
     ) -> Result<P, FormatError> {
-        let Some((mut saved, mut raw)) = self.saved else {
+        let Some(saved) = self.saved else {
             return Ok(self.live);
         };
+        let (mut saved, mut raw) = *saved;
         check(self.live, &mut saved)?;
         while let Some(b) = raw.pop_front() {
             saved.feed(&b)?;
@@ -179,7 +181,7 @@ pub(crate) fn check_counts(shape: Shape, nx: usize, ny: Option<usize>) -> Result
         return Err(BatchError::Empty);
     }
     let rows = nx / shape.dim;
-    if nx % shape.dim != 0 {
+    if !nx.is_multiple_of(shape.dim) {
         return Err(BatchError::Shape {
             part: Part::X,
             width: shape.dim,

@@ -177,8 +177,8 @@ mod tests {
         let v = s.into_vec();
         assert_eq!(v.len(), n + BLOCK);
         assert_eq!(v.capacity(), n + BLOCK);
-        assert!(v[..n].iter().enumerate().all(|(i, &x)| x == i as f64));
-        assert!(v[n..].iter().all(|&x| x == 1.5));
+        assert!((v[..n].iter().enumerate()).all(|(i, &x)| x.to_bits() == (i as f64).to_bits()));
+        assert!(v[n..].iter().all(|&x| x.to_bits() == 1.5f64.to_bits()));
     }
 
     #[test]
