@@ -205,13 +205,18 @@ def measure(binary, cases, extra_args):
                 statuses.append(request(port, "POST", path, body, ctype)[0])
 
             threads = [threading.Thread(target=send) for _ in range(clients)]
+            t0 = time.monotonic()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
+            elapsed = time.monotonic() - t0
             peak = status_kib(server.pid, "VmHWM")
             gained = (peak - before) * 1024
-            results.append((name, clients, len(body), sorted(set(statuses)), gained))
+            load = os.getloadavg()[0]
+            results.append(
+                (name, clients, len(body), sorted(set(statuses)), gained, elapsed, load)
+            )
             del body
         return results
     finally:
@@ -258,13 +263,18 @@ def main():
         ("project ×8, `0,`/`0.1` then a bad value (400)", project, ("mixed_then_bad", psize, js), 8),
         ("project ×8, float32 rows (answered)", project, ("float32_rows", psize, js), 8),
     ]
-    print(f"| case | binary | body MiB | status | peak RSS gained, MiB | × bodies |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| case | binary | body MiB | status | peak RSS gained, MiB | × bodies "
+        "| wall s | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for binary in a.binaries:
-        for name, clients, blen, st, gained in measure(binary, cases, a.server_arg):
+        for name, clients, blen, st, gained, secs, load in measure(
+            binary, cases, a.server_arg
+        ):
             print(
                 f"| {name} | {binary} | {blen / 2**20:.1f} | {st} | {gained / 2**20:.0f} | "
-                f"{gained / (blen * clients):.2f} |"
+                f"{gained / (blen * clients):.2f} | {secs:.2f} | {load:.1f} |"
             )
             sys.stdout.flush()
 
