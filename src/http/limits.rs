@@ -2,6 +2,8 @@
 //! the SPE for the latest published fit, and the helper the projection and ingest
 //! scoring use to compute them.
 
+use std::sync::Arc;
+
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -49,25 +51,48 @@ impl From<&Limits> for LimitsResponse {
     }
 }
 
-/// The limits of `published` at `k` components and false-alarm rate `alpha`.
+/// The limits of `published` at `k` components and false-alarm rate `alpha`. Reading
+/// the fit's moments marks the model monitored; if they were deferred (see
+/// [`crate::model::monitor`]) they are computed here, once: blocking, O(n³) — from an
+/// async handler call [`published_limits`] instead.
 ///
 /// # Errors
 /// [`ApiError::NotFitted`] before a fit with control-limit moments;
 /// [`ApiError::InvalidParameter`] naming `k` or `alpha` when they are out of range (or
 /// the variance left beyond `k` is only round-off).
 pub fn fit_limits(published: &Published, k: usize, alpha: f64) -> Result<Limits, ApiError> {
-    let (Some(fit), Some(moments)) = (
-        published.components.as_ref(),
-        published.monitor.as_ref().and_then(|m| m.moments.as_ref()),
-    ) else {
-        return Err(ApiError::NotFitted(
-            "the model (no fit with control limits yet)".into(),
-        ));
+    let Some(fit) = published.components.as_ref() else {
+        return Err(not_fitted());
+    };
+    let Some(moments) = published.monitor.as_ref().and_then(|m| m.moments(fit)) else {
+        return Err(not_fitted());
     };
     limits(&fit.eigenvalues, k, alpha, fit.samples, moments).map_err(|e| match e {
         PcaError::InvalidParam { name, reason } => ApiError::invalid(name, reason),
         other => ApiError::Internal(other.to_string()),
     })
+}
+
+fn not_fitted() -> ApiError {
+    ApiError::NotFitted("the model (no fit with control limits yet)".into())
+}
+
+/// [`fit_limits`] for async handlers: when the fit's moments are still to be computed
+/// (the model's first request that needs limits), on the blocking pool.
+///
+/// # Errors
+/// As [`fit_limits`].
+pub async fn published_limits(
+    published: Arc<Published>,
+    k: usize,
+    alpha: f64,
+) -> Result<Limits, ApiError> {
+    if published.monitor.as_ref().is_none_or(|m| m.is_computed()) {
+        return fit_limits(&published, k, alpha);
+    }
+    tokio::task::spawn_blocking(move || fit_limits(&published, k, alpha))
+        .await
+        .map_err(|e| ApiError::Internal(format!("control-limit task failed: {e}")))?
 }
 
 /// The limits at `k` (default: every reported component) and `alpha` (default: the
@@ -83,9 +108,11 @@ pub async fn get(
     let reported = published.components.as_ref().map_or(0, |c| c.len());
     let k = q.k.unwrap_or(reported);
     let alpha = q.alpha.unwrap_or(model.config().alpha);
-    let limits = fit_limits(&published, k, alpha).map_err(|e| match e {
-        ApiError::NotFitted(_) => ApiError::NotFitted(name.clone()),
-        other => other,
-    })?;
+    let limits = published_limits(published, k, alpha)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFitted(_) => ApiError::NotFitted(name.clone()),
+            other => other,
+        })?;
     Ok(Json(LimitsResponse::from(&limits)))
 }

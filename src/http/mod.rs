@@ -19,6 +19,7 @@ pub mod samples;
 pub mod scoring;
 pub mod server;
 pub mod snapshot;
+pub mod wait;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

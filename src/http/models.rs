@@ -1,6 +1,6 @@
 //! `/v1/models` and `/v1/models/{name}`: create, list, status, delete.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -156,11 +156,21 @@ pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
     })
 }
 
-/// `GET /v1/models/{name}`.
+/// `GET /v1/models/{name}`, and with `?fitted_sequence=S&wait=T` once the published fit
+/// covers batch `S` or after `T` seconds (see [`super::wait`]).
 pub async fn status(
     State(state): State<AppState>,
     ModelName(name): ModelName,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<ModelStatus>, ApiError> {
+    let model = state.registry.get(&name).map_err(ApiError::from)?;
+    let Some(q) = super::wait::WaitQuery::parse(query.as_deref())? else {
+        return Ok(Json(ModelStatus::of(&model)));
+    };
+    let wait = super::wait::capped(q.wait, state.guard.timeout());
+    let max = super::wait::max_waiters(state.guard.limits.max_in_flight);
+    super::wait::until_fitted(&model, q, wait, max, &state.ready).await?;
+    // The model may have been deleted (or replaced) meanwhile: answer for the current one.
     let model = state.registry.get(&name).map_err(ApiError::from)?;
     Ok(Json(ModelStatus::of(&model)))
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::body::{media_type, BodyLimit};
 use super::body_stream;
 use super::error::ApiError;
-use super::limits::{fit_limits, LimitsResponse};
+use super::limits::{published_limits, LimitsResponse};
 use super::npz;
 use super::{AppState, ModelName};
 use crate::format::{ProjectOptions, ProjectParser, RowLimit};
@@ -135,7 +135,7 @@ pub async fn project(
         ));
     }
     let limits = match opts.alpha {
-        Some(alpha) => Some(fit_limits(&published, k, alpha)?),
+        Some(alpha) => Some(published_limits(published.clone(), k, alpha).await?),
         None => None,
     };
     let sequence = published.sequence;

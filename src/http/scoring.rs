@@ -128,7 +128,8 @@ pub fn score(published: &Published, batch: &Batch, alpha: f64) -> Result<ScoredB
         _ => return Err("no fit yet: scoring starts with the first published fit".into()),
     };
     let monitor = published.monitor.as_ref();
-    if monitor.and_then(|m| m.moments.as_ref()).is_none() {
+    // Computes the moments if the trainer deferred them (this runs on the blocking pool).
+    if monitor.and_then(|m| m.moments(fit)).is_none() {
         return Err("the published fit has no control limits".into());
     }
     let k = fit.len();

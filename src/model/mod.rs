@@ -12,6 +12,7 @@
 //! - [`model`]: ingest through a partition, the exact merge every fit reads, snapshots.
 //! - [`partition`]: one accumulator, its position and its log under one lock; the pool.
 //! - [`trainer`]: the background fit loop and its pacing.
+//! - [`monitor`]: a fit's control-limit moments, computed only for monitored models.
 //! - [`snapshots`]: when snapshots are written, with backoff after failures.
 //! - [`restore`]: rebuilding recovered models at start-up.
 
@@ -22,6 +23,7 @@ mod error;
     reason = "model::model is the Model type's file"
 )]
 pub mod model;
+pub mod monitor;
 pub mod partition;
 pub mod registry;
 pub mod restore;

@@ -17,16 +17,16 @@
 //! - Queries clone the published `Arc` and copy the small [`Counters`]: they never wait
 //!   for a fit or an update.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
-use crate::pca::{
-    Accumulator, Batch, Cancel, Components, LimitMoments, Standardizer, TrainerState, ValidParams,
-};
+use crate::pca::{Accumulator, Batch, Cancel, Components, TrainerState, ValidParams};
 use crate::persistence::{EncodedRecord, ModelFiles, PartitionState, Position, Snapshot};
 use crate::telemetry::throttle::LogThrottle;
+
+pub use super::monitor::FitMonitor;
 
 use super::config::ModelConfig;
 use super::error::ModelError;
@@ -80,18 +80,6 @@ pub struct Published {
     pub trainer: TrainerState,
     /// What monitoring needs from this fit; `None` before the first fit.
     pub monitor: Option<Arc<FitMonitor>>,
-}
-
-/// What process monitoring needs from a fit, computed with it by the trainer, off the
-/// request path.
-#[derive(Debug, Clone)]
-pub struct FitMonitor {
-    /// The moments of the variance the fit leaves, for control limits at any k; `None`
-    /// when they cannot be formed (a fit with no defined component).
-    pub moments: Option<LimitMoments>,
-    /// For a standardised model, the per-variable means and standard deviations the fit
-    /// was scaled by: queries are scaled by them before they are projected.
-    pub standardizer: Option<Standardizer>,
 }
 
 /// The model's next sequence and row clock.
@@ -159,6 +147,27 @@ pub struct Model {
     pub(crate) snapshot_mark: Mutex<SnapshotMark>,
     /// Set (under `snapshot_mark`) before the model's directory is deleted or replaced.
     pub(crate) deleted: AtomicBool,
+    /// The published fit's `sequence`, for requests waiting for a covering fit; also
+    /// signalled (unchanged) when the trainer stops, so waiters end.
+    fitted: tokio::sync::watch::Sender<u64>,
+    /// Requests waiting for a covering fit: while any is present the trainer skips its
+    /// pacing pause.
+    waiters: AtomicUsize,
+    /// Set once a request has read the control-limit moments of one of the model's fits
+    /// (see [`super::monitor`]): the trainer then computes them with every fit.
+    monitored: Arc<AtomicBool>,
+}
+
+/// One request waiting for a covering fit, counted in [`Model::waiters`] until dropped.
+#[derive(Debug)]
+pub struct FitWaiter<'a> {
+    model: &'a Model,
+}
+
+impl Drop for FitWaiter<'_> {
+    fn drop(&mut self) {
+        self.model.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Model {
@@ -190,6 +199,7 @@ impl Model {
             .map(|((acc, pos), log)| Partition::new(acc, pos, log))
             .collect::<Vec<_>>();
         let now = Instant::now();
+        let published_sequence = published.sequence;
         Self {
             pool: Pool::new(partitions.len()),
             partitions,
@@ -214,6 +224,9 @@ impl Model {
                 retry_at: now,
             }),
             deleted: AtomicBool::new(false),
+            fitted: tokio::sync::watch::Sender::new(published_sequence),
+            waiters: AtomicUsize::new(0),
+            monitored: Arc::new(AtomicBool::new(false)),
             params,
             config,
         }
@@ -428,7 +441,52 @@ impl Model {
                 steps = c.steps, converged = c.converged,
                 max_error_bound = c.max_error_bound(), "fit published");
         }
+        let sequence = published.sequence;
         write(&self.published, Arc::new(published));
+        self.fitted.send_replace(sequence);
+    }
+
+    /// Registers a request waiting for a fit covering a sequence, unless `max` are
+    /// already waiting on this model (`None`). While the returned guard lives the
+    /// trainer skips its pacing pause; registering wakes a trainer that is pausing.
+    pub fn add_waiter(&self, max: usize) -> Option<FitWaiter<'_>> {
+        self.waiters
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        // Under the trainer's lock, so a trainer that has just found no waiter is
+        // already waiting on the condition variable and gets this notification.
+        drop(lock(&self.wake));
+        self.wake_cv.notify_all();
+        Some(FitWaiter { model: self })
+    }
+
+    /// Whether the model is monitored: its fits carry their control-limit moments from
+    /// the trainer (see [`super::monitor`]).
+    pub fn is_monitored(&self) -> bool {
+        self.monitored.load(Ordering::Acquire)
+    }
+
+    /// The monitored flag, for the fits the trainer publishes.
+    pub(crate) fn monitored_flag(&self) -> Arc<AtomicBool> {
+        self.monitored.clone()
+    }
+
+    /// Whether any request is waiting for a covering fit.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiters.load(Ordering::Acquire) > 0
+    }
+
+    /// A receiver of the published fit's `sequence`: it changes with every publication,
+    /// and is signalled once more when the trainer stops (see [`Model::is_stopped`]).
+    pub fn watch_fitted(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.fitted.subscribe()
+    }
+
+    /// Whether the trainer was stopped (the model deleted or replaced, or shutdown).
+    pub fn is_stopped(&self) -> bool {
+        lock(&self.wake).stop
     }
 
     /// Records a rejected batch in the metrics (only while the model exists).
@@ -458,6 +516,8 @@ impl Model {
         self.cancel.cancel();
         lock(&self.wake).stop = true;
         self.wake_cv.notify_all();
+        // Wakes the requests waiting for a fit: none will come.
+        self.fitted.send_modify(|_| {});
     }
 
     /// Marks the model deleted and removes its metric series.

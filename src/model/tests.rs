@@ -218,7 +218,8 @@ fn a_standardised_model_fits_the_correlation_matrix_and_publishes_its_limits_mom
         std::thread::sleep(Duration::from_millis(20));
     };
     let monitor = published.monitor.clone().unwrap();
-    assert!(monitor.standardizer.is_some() && monitor.moments.is_some());
+    let fit = published.components.clone().unwrap();
+    assert!(monitor.standardizer.is_some() && monitor.moments(&fit).is_some());
 
     // The explicit correlation matrix of every row, with divisor N − 1 throughout.
     let rows: Vec<DVector<f64>> = all
@@ -241,7 +242,6 @@ fn a_standardised_model_fits_the_correlation_matrix_and_publishes_its_limits_mom
     let corr = DMatrix::from_fn(6, 6, |i, j| cov[(i, j)] / (s[i] * s[j]));
     let mut eig: Vec<f64> = corr.symmetric_eigen().eigenvalues.iter().copied().collect();
     eig.sort_by(|a, b| b.total_cmp(a));
-    let fit = published.components.clone().unwrap();
     for (got, want) in fit.eigenvalues.iter().zip(&eig) {
         assert!((got - want).abs() < 1e-9 * eig[0], "{got} against {want}");
     }

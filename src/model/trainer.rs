@@ -5,17 +5,20 @@
 //! Pacing: after each fit it waits four times that fit's duration (5 ms to 60 s)
 //! while batches keep arriving, and folds everything that arrived meanwhile into the
 //! next fit; fits then take at most about a fifth of a core and ingest keeps the rest,
-//! however long a fit is (its control-limit moments take 2.5 s at n = 4096).
-//! An idle model fits as soon as a batch arrives.
+//! however long a fit is (its control-limit moments, computed with the fit once the model
+//! is monitored, take 2.5 s at n = 4096).
+//! An idle model fits as soon as a batch arrives, and so does a paced one while a request
+//! waits for a fit covering its batch ([`Model::add_waiter`]).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::drift::DriftTracker;
-use crate::pca::{correlation_target, Components, FitTarget, LimitMoments, PcaError, Trainer};
+use crate::pca::{correlation_target, Components, FitTarget, PcaError, Trainer};
 
 use super::model::{FitMonitor, Model, Published};
+use super::monitor::compute;
 use super::partition::lock;
 
 /// Under a continuous stream the trainer waits this many times its last fit's duration
@@ -80,8 +83,9 @@ fn run(model: &Model, mut trainer: Trainer, mut drift: DriftTracker) {
     tracing::debug!(model = %model.config().name, "trainer stopped");
 }
 
-/// One fit of `target` (of its correlation matrix for a standardised model), and the
-/// moments its control limits need.
+/// One fit of `target` (of its correlation matrix for a standardised model), and what
+/// its control limits need: the moments themselves for a monitored model, the target
+/// they are computed from otherwise (see [`super::monitor`]).
 fn fit(
     model: &Model,
     trainer: &mut Trainer,
@@ -94,20 +98,13 @@ fn fit(
         (target, None)
     };
     let components = trainer.fit_until(&target, None, &model.cancel)?;
-    let moments = match LimitMoments::new(&target, &components) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::debug!(model = %model.config().name, error = %e, "no control limits for this fit");
-            None
-        }
+    let flag = model.monitored_flag();
+    let monitor = if model.is_monitored() {
+        FitMonitor::computed(compute(&target, &components), standardizer, flag)
+    } else {
+        FitMonitor::deferred(target, standardizer, flag)
     };
-    Ok((
-        components,
-        FitMonitor {
-            moments,
-            standardizer,
-        },
-    ))
+    Ok((components, monitor))
 }
 
 fn wait_for_work(model: &Model) -> bool {
@@ -128,7 +125,9 @@ fn pause_while_ingesting(model: &Model, fit: Duration) -> bool {
         .clamp(TRAINER_MIN_PAUSE, TRAINER_MAX_PAUSE);
     let deadline = Instant::now() + pause;
     let mut w = lock(&model.wake);
-    while w.pending && !w.stop {
+    // A request waiting for a covering fit (`GET /models/{name}?fitted_sequence=`)
+    // ends the pause: the next fit starts at once.
+    while w.pending && !w.stop && !model.has_waiters() {
         let now = Instant::now();
         if now >= deadline {
             break;

@@ -23,3 +23,4 @@ mod openapi;
 mod process;
 mod project;
 mod shutdown;
+mod wait;

@@ -447,3 +447,49 @@ def test_partial_fit_coalesces_rows_for_owned_models(url, X, name):
     for e in (buffered, direct, small, named, lost):
         e.close()
     c.close()
+
+
+def test_later_partial_fit_calls_check_rows_as_scikit_learn_does(url, X):
+    # After the first call, partial_fit checks plain float arrays itself (finiteness from
+    # the column sums var_ needs); bad rows still get scikit-learn's errors and change
+    # nothing.
+    est = tight(3, url=url, buffer_bytes=0).partial_fit(X[:100])
+    cases = ((np.nan, "Input X contains NaN"), (np.inf, "infinity"), (-np.inf, "infinity"))
+    for bad, message in cases:
+        rows = X[100:150].copy()
+        rows[7, 2] = bad
+        with pytest.raises(ValueError, match=message):
+            est.partial_fit(rows)
+        with pytest.raises(ValueError, match=message):
+            est.partial_fit(rows.astype(np.float32))
+    with pytest.raises(ValueError, match="X has 19 features, but StreamPCA is expecting 20"):
+        est.partial_fit(X[100:150, :19])
+    with pytest.raises(ValueError, match="minimum of 1 is required"):
+        est.partial_fit(X[100:100])
+    assert est.n_samples_seen_ == 100
+    # Lists, integers and float32 take scikit-learn's path or the direct one alike.
+    est.partial_fit(X[100:150].tolist())
+    est.partial_fit(np.rint(X[150:200] * 10).astype(np.int64))
+    est.partial_fit(X[200:250].astype(np.float32))
+    rows = np.vstack(
+        [X[:150], np.rint(X[150:200] * 10), X[200:250].astype(np.float32).astype(np.float64)]
+    )
+    assert est.n_samples_seen_ == 250
+    np.testing.assert_allclose(est.var_, rows.var(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(est.mean_, rows.mean(axis=0), rtol=1e-10, atol=1e-12)
+    est.close()
+
+
+def test_var_over_calls_larger_than_the_stats_block_matches_numpy(url, monkeypatch):
+    # var_'s deviations are summed in blocks of _STATS_BLOCK values: a call spanning
+    # several blocks (and a last, partial one) gives numpy's variance of all rows.
+    import streampca.sklearn as sk
+
+    monkeypatch.setattr(sk, "_STATS_BLOCK", 7 * 20)  # 7 rows of 20 features per block
+    rng = np.random.default_rng(11)
+    X = rng.normal(loc=1e3, scale=0.5, size=(403, 20)) * rng.uniform(0.1, 10, size=20)
+    est = tight(3, url=url)
+    for a, b in ((0, 50), (50, 51), (51, 403)):
+        est.partial_fit(X[a:b])
+    np.testing.assert_allclose(est.var_, X.var(axis=0), rtol=1e-11)
+    est.close()

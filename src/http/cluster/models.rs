@@ -1,7 +1,7 @@
 //! Cluster mode's `/v1/models` and `/v1/models/{name}`: create, list, status, delete
 //! against the cluster's catalog.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
@@ -129,11 +129,22 @@ pub async fn list(State(state): State<ClusterState>) -> Json<ModelList> {
     Json(ModelList { models })
 }
 
-/// `GET /v1/models/{name}`.
+/// `GET /v1/models/{name}`. The embedded mode's wait for a covering fit
+/// (`?fitted_sequence=S&wait=T`) is refused here, 400 naming `fitted_sequence`: a cluster
+/// status has no `fitted_sequence` to compare (its views carry per-partition checkpoint
+/// sequences, not the model-wide one).
 pub async fn status(
     State(state): State<ClusterState>,
     ModelName(name): ModelName,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<ClusterModelStatus>, Failure> {
+    if crate::http::wait::WaitQuery::parse(query.as_deref())?.is_some() {
+        return Err(ApiError::invalid(
+            "fitted_sequence",
+            "waiting for a covering fit is not supported in cluster mode; poll the status",
+        )
+        .into());
+    }
     let s = state.node.status(&name).await?;
     Ok(Json(ClusterModelStatus::of(&s.record, Some(&s))))
 }

