@@ -8,7 +8,7 @@ use super::{FormatError, RowLimit};
 use crate::pca::{Batch, BatchData, Shape};
 
 /// A little-endian element type.
-trait Elem: Copy + std::fmt::Debug {
+trait Elem: Copy + Into<f64> + std::fmt::Debug {
     const SIZE: usize;
     fn read(b: &[u8]) -> Self;
 }

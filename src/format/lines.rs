@@ -10,8 +10,9 @@
 use super::line_fast;
 use super::number;
 use super::rows::Joined;
+use super::spill::{check_counts, check_part, Spill, Spillable};
 use super::{locate, FormatError, RowLimit};
-use crate::pca::{Batch, BatchData, BatchError, Shape, MAX_ABS_VALUE};
+use crate::pca::{Batch, BatchData, BatchError, Part, Shape, MAX_ABS_VALUE};
 
 /// What a line held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,9 +313,84 @@ pub(crate) fn at_line(e: FormatError, line: usize) -> FormatError {
     }
 }
 
-/// The push parser for `text/csv` and `application/x-ndjson` bodies.
+/// The push parser for `text/csv` and `application/x-ndjson` bodies, under the memory
+/// budget of `format/spill.rs` (1.5× the bytes read, see the module's docs).
 #[derive(Debug)]
 pub struct LinesParser {
+    p: Spill<LineRows>,
+}
+
+impl LinesParser {
+    /// An NDJSON parser for rows of `shape`, at most `limit.max` rows.
+    pub fn ndjson(shape: Shape, limit: RowLimit) -> Self {
+        Self {
+            p: Spill::new(LineRows::new(true, shape, limit)),
+        }
+    }
+
+    /// A CSV parser for rows of `shape`, at most `limit.max` rows.
+    pub fn csv(shape: Shape, limit: RowLimit) -> Self {
+        Self {
+            p: Spill::new(LineRows::new(false, shape, limit)),
+        }
+    }
+
+    /// Takes the next bytes of the body.
+    ///
+    /// # Errors
+    /// The first bad line (named by its 1-based number), a row of the wrong length, too
+    /// many rows, or a line longer than 1 MiB + 64 bytes per value.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), FormatError> {
+        self.p.feed(chunk)
+    }
+
+    /// Tests: the memory budget's state, and forcing its path (see [`Spill::force`]).
+    #[cfg(test)]
+    pub(crate) fn spill(&mut self) -> &mut Spill<impl Spillable> {
+        &mut self.p
+    }
+
+    /// Ends the body (a last line without `\n` counts) and checks the batch.
+    ///
+    /// # Errors
+    /// As [`LinesParser::feed`], then any check of [`Batch::new`].
+    pub fn finish(self) -> Result<Batch, FormatError> {
+        let shape = self.p.live().rows.shape;
+        let p = self.p.finish(|mut live, saved| {
+            live.last_line()?;
+            let (x, y) = (&mut live.rows.x, &mut live.rows.y);
+            check_counts(shape, x.len(), shape.target_dim.map(|_| y.len()))?;
+            check_part(Part::X, shape.dim, &mut saved.rows.x, x)?;
+            if let Some(t) = shape.target_dim {
+                check_part(Part::Y, t, &mut saved.rows.y, y)?;
+            }
+            Ok(())
+        })?;
+        p.finish()
+    }
+}
+
+impl Spillable for LineRows {
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), FormatError> {
+        LineRows::feed(self, chunk)
+    }
+
+    fn resident_bytes(&self) -> usize {
+        self.rows.resident_bytes() + self.carry.capacity()
+    }
+
+    fn split_off(&mut self) -> Self {
+        let rows = self.rows.split_off();
+        Self {
+            rows,
+            ..self.clone()
+        }
+    }
+}
+
+/// The line machine: rows into a [`Joined`].
+#[derive(Debug, Clone)]
+struct LineRows {
     ndjson: bool,
     rows: Joined<f64>,
     /// The start of a line that continues into the next chunk.
@@ -326,7 +402,7 @@ pub struct LinesParser {
     max_line: usize,
 }
 
-impl LinesParser {
+impl LineRows {
     fn new(ndjson: bool, shape: Shape, limit: RowLimit) -> Self {
         Self {
             ndjson,
@@ -336,16 +412,6 @@ impl LinesParser {
             line_no: 0,
             max_line: (1 << 20) + 64 * shape.row_width(),
         }
-    }
-
-    /// An NDJSON parser for rows of `shape`, at most `limit.max` rows.
-    pub fn ndjson(shape: Shape, limit: RowLimit) -> Self {
-        Self::new(true, shape, limit)
-    }
-
-    /// A CSV parser for rows of `shape`, at most `limit.max` rows.
-    pub fn csv(shape: Shape, limit: RowLimit) -> Self {
-        Self::new(false, shape, limit)
     }
 
     fn line(&mut self, line: &[u8]) -> Result<(), FormatError> {
@@ -405,11 +471,7 @@ impl LinesParser {
     }
 
     /// Takes the next bytes of the body.
-    ///
-    /// # Errors
-    /// The first bad line (named by its 1-based number), a row of the wrong length, too
-    /// many rows, or a line longer than 1 MiB + 64 bytes per value.
-    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), FormatError> {
+    fn feed(&mut self, mut chunk: &[u8]) -> Result<(), FormatError> {
         if !self.carry.is_empty() {
             let Some(nl) = chunk.iter().position(|&b| b == b'\n') else {
                 if self.carry.len() + chunk.len() > self.max_line {
@@ -450,15 +512,18 @@ impl LinesParser {
         Ok(())
     }
 
-    /// Ends the body (a last line without `\n` counts) and checks the batch.
-    ///
-    /// # Errors
-    /// As [`LinesParser::feed`], then any check of [`Batch::new`].
-    pub fn finish(mut self) -> Result<Batch, FormatError> {
+    /// Reads a last line without `\n`.
+    fn last_line(&mut self) -> Result<(), FormatError> {
         if !self.carry.is_empty() {
             let line = std::mem::take(&mut self.carry);
             self.line(&line)?;
         }
+        Ok(())
+    }
+
+    /// Ends the body and checks the batch.
+    fn finish(mut self) -> Result<Batch, FormatError> {
+        self.last_line()?;
         self.rows.finish_with(|x, y| BatchData::F64 { x, y })
     }
 }

@@ -10,14 +10,19 @@
 //! so a bad body is refused at its first problem and nothing is held but the values of
 //! the rows read so far.
 //!
-//! **Memory.** A parser holds the values of the rows read so far (8 bytes a value for
-//! text, which needs at least 2 bytes of text a value, `0,`; 4 or 8 for raw and `.npy`),
-//! with at most one value's growth slack, plus a carry of at most one number
-//! ([`number::MAX_NUMBER_LEN`]), one JSON key, one `.npy` header (64 KiB) or one text
-//! line (1 MiB + 64 bytes per value of the row). A Fortran-order `.npy` array is
-//! buffered whole and transposed at the end (twice its data). So a request's values take
-//! at most 4× its decoded body for text and 1× for raw f32 and C-order `.npy`, 2× for
-//! Fortran-order `.npy`, and Vec growth may add up to 2× that while it reallocates.
+//! **Memory.** A text parser (JSON, NDJSON, CSV, projection queries) keeps its values
+//! in fixed blocks (`format/store.rs`) and under a budget (`format/spill.rs`): while
+//! the values stored are at most 1.5× the bytes read it stores them; past that it only
+//! checks the rest of the body (grammar, row lengths and count, finiteness and
+//! magnitude) and keeps those raw bytes, converted only once the body is accepted. So a refused
+//! text body holds at most 1.5× its decoded bytes (+ ~3 MiB of block and piece slack),
+//! whatever it holds; an accepted one at most its values (≤ 4× its bytes for the
+//! shortest numbers `0,`, under 1× for full-precision values) plus the raw rest while it
+//! is converted, and one copy of the values when a part of more than 2^18 values is
+//! gathered into the batch. Raw f32 and C-order `.npy` hold 1× their data, Fortran-order
+//! `.npy` 2× (buffered whole, transposed at the end). On top: a carry of at most one
+//! number ([`number::MAX_NUMBER_LEN`]), one JSON key, one `.npy` header (64 KiB) or one
+//! text line (1 MiB + 64 bytes per value of the row).
 //!
 //! No axum or tokio here.
 
@@ -30,6 +35,8 @@ pub mod npy;
 pub mod number;
 pub mod project;
 mod rows;
+mod spill;
+mod store;
 
 use crate::pca::{Batch, BatchError, Part, Shape};
 

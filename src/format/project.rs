@@ -4,8 +4,9 @@
 //! `Shape::inputs(dim)`.
 
 use super::json::{JsonObject, Key, Scalar};
+use super::spill::{check_counts, check_part, Spill};
 use super::{BatchParser, Format, FormatError, RowLimit};
-use crate::pca::{Batch, BatchData, Shape};
+use crate::pca::{Batch, BatchData, Part, Shape};
 
 /// The options of a projection query.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -44,7 +45,7 @@ pub struct ProjectQuery {
 
 #[derive(Debug)]
 enum Inner {
-    Json(Box<JsonObject>),
+    Json(Box<Spill<JsonObject>>),
     Npy(Box<BatchParser>, ProjectOptions),
 }
 
@@ -59,12 +60,12 @@ impl ProjectParser {
     /// A JSON body's parser for rows of `dim` values, at most `limit.max` rows.
     pub fn json(dim: usize, limit: RowLimit) -> Self {
         Self {
-            inner: Inner::Json(Box::new(JsonObject::new(
+            inner: Inner::Json(Box::new(Spill::new(JsonObject::new(
                 Shape::inputs(dim),
                 limit,
                 PROJECT_KEYS,
                 OPTIONS.len(),
-            ))),
+            )))),
             dim,
         }
     }
@@ -91,6 +92,16 @@ impl ProjectParser {
         }
     }
 
+    /// Tests: the memory budget's state, and forcing its path (see
+    /// [`Spill::force`]); `None` for `.npy` bodies.
+    #[cfg(test)]
+    pub(crate) fn spill(&mut self) -> Option<&mut Spill<JsonObject>> {
+        match &mut self.inner {
+            Inner::Json(o) => Some(o),
+            Inner::Npy(..) => None,
+        }
+    }
+
     /// Ends the body: the checked rows and the options.
     ///
     /// # Errors
@@ -103,8 +114,15 @@ impl ProjectParser {
                 options,
             }),
             Inner::Json(o) => {
+                let dim = self.dim;
+                let o = o.finish(|mut live, saved| {
+                    live.end()?;
+                    options_from_json(&live.opts)?;
+                    check_counts(Shape::inputs(dim), live.x.values.len(), None)?;
+                    check_part(Part::X, dim, &mut saved.x.values, &mut live.x.values)?;
+                    Ok(())
+                })?;
                 o.end()?;
-                let o = *o;
                 let options = options_from_json(&o.opts)?;
                 let x = o.x.into_values();
                 let x = Batch::new(Shape::inputs(self.dim), BatchData::F64 { x, y: None })?;

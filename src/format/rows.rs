@@ -3,27 +3,28 @@
 //! limit as each row opens. Values past a row's expected length are counted, not
 //! stored, so a row of any length costs no memory beyond the model's width.
 
+use super::store::Store;
 use super::{FormatError, RowLimit};
 use crate::pca::{Batch, BatchData, Part, Shape};
 
 /// One part (x or y) of a batch, row-major.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Rows<T> {
     part: Part,
     width: usize,
-    values: Vec<T>,
+    pub(crate) values: Store<T>,
     /// Closed rows.
     rows: usize,
     /// Values in the open row (stored or not).
     open: usize,
 }
 
-impl<T: Copy> Rows<T> {
+impl<T: Copy + Into<f64>> Rows<T> {
     pub(crate) fn new(part: Part, width: usize) -> Self {
         Self {
             part,
             width,
-            values: Vec::new(),
+            values: Store::new(),
             rows: 0,
             open: 0,
         }
@@ -77,7 +78,22 @@ impl<T: Copy> Rows<T> {
     }
 
     pub(crate) fn into_values(self) -> Vec<T> {
-        self.values
+        self.values.into_vec()
+    }
+
+    /// Values per row.
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// A copy of this part's state holding its stored values; this one only counts
+    /// from now on (see [`super::spill`]).
+    pub(crate) fn split_off(&mut self) -> Self {
+        let values = self.values.split_off();
+        Self {
+            values,
+            ..self.clone()
+        }
     }
 }
 
@@ -106,23 +122,23 @@ pub(crate) fn row_length(
 
 /// x and y together, for the formats whose rows carry x then y (`dim + target_dim`
 /// values): CSV, NDJSON array lines, raw f32 and `.npy`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Joined<T> {
     pub(crate) shape: Shape,
     pub(crate) limit: RowLimit,
-    x: Vec<T>,
-    y: Vec<T>,
+    pub(crate) x: Store<T>,
+    pub(crate) y: Store<T>,
     rows: usize,
     open: usize,
 }
 
-impl<T: Copy> Joined<T> {
+impl<T: Copy + Into<f64>> Joined<T> {
     pub(crate) fn new(shape: Shape, limit: RowLimit) -> Self {
         Self {
             shape,
             limit,
-            x: Vec::new(),
-            y: Vec::new(),
+            x: Store::new(),
+            y: Store::new(),
             rows: 0,
             open: 0,
         }
@@ -202,7 +218,23 @@ impl<T: Copy> Joined<T> {
         self,
         make: impl FnOnce(Vec<T>, Option<Vec<T>>) -> BatchData,
     ) -> Result<Batch, FormatError> {
-        let y = self.shape.target_dim.map(|_| self.y);
-        Ok(Batch::new(self.shape, make(self.x, y))?)
+        let y = self.shape.target_dim.map(|_| self.y.into_vec());
+        Ok(Batch::new(self.shape, make(self.x.into_vec(), y))?)
+    }
+
+    /// A copy of this state holding the stored values; this one only counts from now
+    /// on (see [`super::spill`]).
+    pub(crate) fn split_off(&mut self) -> Self {
+        let (x, y) = (self.x.split_off(), self.y.split_off());
+        Self {
+            x,
+            y,
+            ..self.clone()
+        }
+    }
+
+    /// Bytes the stored values occupy.
+    pub(crate) fn resident_bytes(&self) -> usize {
+        self.x.resident_bytes() + self.y.resident_bytes()
     }
 }

@@ -16,6 +16,7 @@ pub use batch::JsonBatchParser;
 
 use super::number::{self, MAX_NUMBER_LEN};
 use super::rows::Rows;
+use super::spill::Spillable;
 use super::{FormatError, RowLimit};
 use crate::pca::{Part, Shape};
 
@@ -81,7 +82,7 @@ enum Ctx {
 }
 
 /// The JSON object machine shared by batches and projection queries.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct JsonObject {
     st: St,
     /// Bytes of the body before the current chunk.
@@ -188,7 +189,12 @@ impl JsonObject {
                 return Ok(());
             }
             let tok = std::mem::take(&mut self.tok);
+            // An error names the token's first byte, as for a token whole in a chunk,
+            // so that the message does not depend on where the body was split.
+            let base = self.base;
+            self.base -= tok.len() - run;
             let r = self.token_done(&tok, 0);
+            self.base = base;
             self.tok = tok;
             self.tok.clear();
             r?;
@@ -384,6 +390,29 @@ impl JsonObject {
             return Err(FormatError::Malformed("missing field `x`".into()));
         }
         Ok(())
+    }
+}
+
+impl Spillable for JsonObject {
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), FormatError> {
+        JsonObject::feed(self, chunk)
+    }
+
+    fn resident_bytes(&self) -> usize {
+        self.x.values.resident_bytes()
+            + self.y.as_ref().map_or(0, |y| y.values.resident_bytes())
+            + self.tok.capacity()
+            + self.key.capacity()
+    }
+
+    fn split_off(&mut self) -> Self {
+        let x = self.x.split_off();
+        let y = self.y.as_mut().map(Rows::split_off);
+        Self {
+            x,
+            y,
+            ..self.clone()
+        }
     }
 }
 
