@@ -314,7 +314,7 @@ pub(crate) fn at_line(e: FormatError, line: usize) -> FormatError {
 }
 
 /// The push parser for `text/csv` and `application/x-ndjson` bodies, under the memory
-/// budget of `format/spill.rs` (1.5× the bytes read, see the module's docs).
+/// budget of `format/spill.rs` (2× the bytes read, see the module's docs).
 #[derive(Debug)]
 pub struct LinesParser {
     p: Spill<LineRows>,

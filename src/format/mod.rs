@@ -12,10 +12,10 @@
 //!
 //! **Memory.** A text parser (JSON, NDJSON, CSV, projection queries) keeps its values
 //! in fixed blocks (`format/store.rs`) and under a budget (`format/spill.rs`): while
-//! the values stored are at most 1.5× the bytes read it stores them; past that it only
+//! the values stored are at most 2× the bytes read it stores them; past that it only
 //! checks the rest of the body (grammar, row lengths and count, finiteness and
 //! magnitude) and keeps those raw bytes, converted only once the body is accepted. So a refused
-//! text body holds at most 1.5× its decoded bytes (+ ~3 MiB of block and piece slack),
+//! text body holds at most 2× its decoded bytes (+ ~3 MiB of block and piece slack),
 //! whatever it holds; an accepted one at most its values (≤ 4× its bytes for the
 //! shortest numbers `0,`, under 1× for full-precision values) plus the raw rest while it
 //! is converted, and one copy of the values when a part of more than 2^18 values is

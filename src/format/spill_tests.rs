@@ -12,7 +12,7 @@ use crate::format::{
 };
 use crate::pca::{Batch, BatchData, BatchError, Part, Shape};
 
-/// What the budget may exceed 1.5× the bytes read by: one open block of 2^18 values per
+/// What the budget may exceed 2× the bytes read by: one open block of 2^18 values per
 /// part (x and y) and the values of one piece read past the check plus one raw piece.
 const SLACK: usize = 2 * (1 << 18) * 8 + 5 * PIECE;
 

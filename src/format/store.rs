@@ -95,10 +95,13 @@ impl<T: Copy + Into<f64>> Store<T> {
         self.base + self.cur.len()
     }
 
-    /// Bytes the stored values occupy (allocated capacity, whether touched or not).
+    /// Bytes the stored values occupy: full blocks whole, the open block as far as it
+    /// is written (its untouched capacity is address space, not resident memory; while
+    /// the first block grows, a reallocation may hold its old copy too: at most one
+    /// block, 2 MiB, counted in the constant slack).
     pub(crate) fn resident_bytes(&self) -> usize {
-        let cap: usize = self.full.iter().map(Vec::capacity).sum::<usize>() + self.cur.capacity();
-        cap * std::mem::size_of::<T>()
+        let full: usize = self.full.iter().map(Vec::capacity).sum();
+        (full + self.cur.len()) * std::mem::size_of::<T>()
     }
 
     /// Moves the stored values into a new storing store and turns this one into a
