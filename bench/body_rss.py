@@ -123,6 +123,11 @@ def make_body(kind, size):
         # Short numbers ("0, "), refused at the end (syntax).
         row = b"[" + b", ".join([b"0"] * DIM) + b"]"
         return json_rows([row], size - 16, tail=b", [nan]]}")
+    if kind == "pixels_then_bad":
+        # `0.0,` (8 bytes of f64 per 4 of text: just under the 2x budget, so stored to
+        # the end), refused at the end (syntax).
+        row = b"[" + b",".join([b"0.0"] * DIM) + b"]"
+        return json_rows([row], size - 16, tail=b",[nan]]}", sep=b",")
     if kind == "mixed_then_bad":
         # "0," with "0.1" every seventh value, refused at the end (syntax).
         return json_rows([b"[" + r + b"]" for r in short_rows(DIM)], size - 16,
@@ -251,6 +256,7 @@ def main():
     cases = [
         ("ingest, empty rows (422)", ingest, ("empty_rows", size, js), 1),
         ("ingest, `0, ` then a bad value (400)", ingest, ("zeros_then_bad", size, js), 1),
+        ("ingest, `0.0,` then a bad value (400)", ingest, ("pixels_then_bad", size, js), 1),
         ("ingest, `0,`/`0.1` then a bad value (400)", ingest, ("mixed_then_bad", size, js), 1),
         ("ingest, `0,`/`0.1` then 1e31 (422)", ingest, ("mixed_then_big", size, js), 1),
         ("ingest CSV, `0,`/`0.1` then a bad line (400)", ingest, ("csv_then_bad", size, csv), 1),
@@ -260,6 +266,7 @@ def main():
         ("ingest, float32 rows (200, includes the fold)", ingest, ("float32_rows", size, js), 1),
         ("project ×8, empty rows (422)", project, ("empty_rows", psize, js), 8),
         ("project ×8, `0, ` then a bad value (400)", project, ("zeros_then_bad", psize, js), 8),
+        ("project ×8, `0.0,` then a bad value (400)", project, ("pixels_then_bad", psize, js), 8),
         ("project ×8, `0,`/`0.1` then a bad value (400)", project, ("mixed_then_bad", psize, js), 8),
         ("project ×8, float32 rows (answered)", project, ("float32_rows", psize, js), 8),
     ]
