@@ -10,8 +10,9 @@
 use super::line_fast;
 use super::number;
 use super::rows::Joined;
-use super::spill::{check_counts, check_part, Spill, Spillable};
+use super::spill::{check_part, Spill, Spillable};
 use super::{locate, FormatError, RowLimit};
+use crate::pca::check_counts;
 use crate::pca::{Batch, BatchData, BatchError, Part, Shape, MAX_ABS_VALUE};
 
 /// What a line held.
@@ -284,22 +285,7 @@ pub fn check_row(values: &[f64], row: usize, shape: Shape) -> Result<(), BatchEr
         return Ok(());
     };
     let (part, column) = locate(shape, j);
-    let value = values[j];
-    Err(if value.is_finite() {
-        BatchError::OutOfRange {
-            part,
-            row,
-            column,
-            value,
-        }
-    } else {
-        BatchError::NonFinite {
-            part,
-            row,
-            column,
-            value,
-        }
-    })
+    Err(BatchError::out_of_bound(part, row, column, values[j]))
 }
 
 /// Puts the line number into a line's error message.

@@ -4,8 +4,9 @@
 //! `Shape::inputs(dim)`.
 
 use super::json::{JsonObject, Key, Scalar};
-use super::spill::{check_counts, check_part, Spill};
+use super::spill::{check_part, Spill};
 use super::{BatchParser, Format, FormatError, RowLimit};
+use crate::pca::check_counts;
 use crate::pca::{Batch, BatchData, Part, Shape};
 
 /// The options of a projection query.

@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 
 use super::store::Store;
 use super::FormatError;
-use crate::pca::{BatchError, Part, Shape};
+use crate::pca::{BatchError, Part};
 
 /// The budget: values kept ≤ `BUDGET_NUM / BUDGET_DEN` × bytes read. Two: a body of
 /// pixel values printed as `0.0,` (8 bytes of f64 per 4 bytes of text) stays under it
@@ -172,39 +172,6 @@ pub(crate) struct Stats {
     pub(crate) switched: bool,
 }
 
-/// The checks of [`crate::pca::Batch::new`] that need only the counts, in its order:
-/// x not empty and whole rows, y present exactly when `shape.target_dim` is, as many
-/// rows of y as of x.
-///
-/// # Errors
-/// The [`BatchError`] `Batch::new` would return for these counts.
-pub(crate) fn check_counts(shape: Shape, nx: usize, ny: Option<usize>) -> Result<(), BatchError> {
-    if nx == 0 || shape.dim == 0 {
-        return Err(BatchError::Empty);
-    }
-    let rows = nx / shape.dim;
-    if !nx.is_multiple_of(shape.dim) {
-        return Err(BatchError::Shape {
-            part: Part::X,
-            width: shape.dim,
-            rows: rows + 1,
-            got: nx,
-        });
-    }
-    match (shape.target_dim, ny) {
-        (None, None) => Ok(()),
-        (None, Some(_)) => Err(BatchError::TargetsUnexpected),
-        (Some(t), None) => Err(BatchError::TargetsMissing { target_dim: t }),
-        (Some(t), Some(ny)) if ny != rows * t => Err(BatchError::Shape {
-            part: Part::Y,
-            width: t,
-            rows,
-            got: ny,
-        }),
-        (Some(_), Some(_)) => Ok(()),
-    }
-}
-
 /// The first out-of-bound value of one part split between a saved store (the values
 /// before the switch) and a counting one (after), as `Batch::new` reports it.
 ///
@@ -220,22 +187,8 @@ pub(crate) fn check_part<T: Copy + Into<f64>>(
     let Some((i, value)) = saved.first_bad().or_else(|| live.first_bad()) else {
         return Ok(());
     };
-    let (row, column) = (i / width.max(1) + 1, i % width.max(1) + 1);
-    Err(if value.is_finite() {
-        BatchError::OutOfRange {
-            part,
-            row,
-            column,
-            value,
-        }
-    } else {
-        BatchError::NonFinite {
-            part,
-            row,
-            column,
-            value,
-        }
-    })
+    let w = width.max(1);
+    Err(BatchError::out_of_bound(part, i / w + 1, i % w + 1, value))
 }
 
 #[cfg(test)]

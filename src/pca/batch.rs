@@ -204,6 +204,29 @@ pub enum BatchError {
     },
 }
 
+impl BatchError {
+    /// The error for `value` at 1-based `row` and `column` of `part` failing the value
+    /// check: [`BatchError::NonFinite`] for NaN or ±∞, [`BatchError::OutOfRange`] for a
+    /// finite value beyond [`MAX_ABS_VALUE`].
+    pub(crate) fn out_of_bound(part: Part, row: usize, column: usize, value: f64) -> Self {
+        if value.is_finite() {
+            Self::OutOfRange {
+                part,
+                row,
+                column,
+                value,
+            }
+        } else {
+            Self::NonFinite {
+                part,
+                row,
+                column,
+                value,
+            }
+        }
+    }
+}
+
 /// A mini-batch whose shape matches its [`Shape`], with at least one row, and whose
 /// every value is finite and at most [`MAX_ABS_VALUE`] in magnitude. Only [`Batch::new`]
 /// makes one, so holding a `Batch` is proof of all of that.
@@ -225,33 +248,7 @@ impl Batch {
     /// The first [`BatchError`] found, in the order listed above.
     pub fn new(shape: Shape, data: BatchData) -> Result<Self, BatchError> {
         let (nx, ny) = data.lens();
-        if nx == 0 || shape.dim == 0 {
-            return Err(BatchError::Empty);
-        }
-        let rows = nx / shape.dim;
-        if nx % shape.dim != 0 {
-            return Err(BatchError::Shape {
-                part: Part::X,
-                width: shape.dim,
-                rows: rows + 1,
-                got: nx,
-            });
-        }
-        match (shape.target_dim, ny) {
-            (None, None) => {}
-            (None, Some(_)) => return Err(BatchError::TargetsUnexpected),
-            (Some(t), None) => return Err(BatchError::TargetsMissing { target_dim: t }),
-            (Some(t), Some(ny)) => {
-                if ny != rows * t {
-                    return Err(BatchError::Shape {
-                        part: Part::Y,
-                        width: t,
-                        rows,
-                        got: ny,
-                    });
-                }
-            }
-        }
+        let rows = check_counts(shape, nx, ny)?;
         match &data {
             BatchData::F32 { x, y } => {
                 check_values(Part::X, x, shape.dim)?;
@@ -315,6 +312,43 @@ fn within_bound(v: f64) -> bool {
     v.abs() <= MAX_ABS_VALUE
 }
 
+/// The checks of [`Batch::new`] that need only the counts, in its order: x not empty
+/// and whole rows of `shape.dim`, y present exactly when `shape.target_dim` is, with as
+/// many rows as x. `nx`, `ny`: values of x and of y. Returns the number of rows.
+///
+/// # Errors
+/// The [`BatchError`] `Batch::new` returns for these counts.
+pub(crate) fn check_counts(
+    shape: Shape,
+    nx: usize,
+    ny: Option<usize>,
+) -> Result<usize, BatchError> {
+    if nx == 0 || shape.dim == 0 {
+        return Err(BatchError::Empty);
+    }
+    let rows = nx / shape.dim;
+    if !nx.is_multiple_of(shape.dim) {
+        return Err(BatchError::Shape {
+            part: Part::X,
+            width: shape.dim,
+            rows: rows + 1,
+            got: nx,
+        });
+    }
+    match (shape.target_dim, ny) {
+        (None, None) => Ok(rows),
+        (None, Some(_)) => Err(BatchError::TargetsUnexpected),
+        (Some(t), None) => Err(BatchError::TargetsMissing { target_dim: t }),
+        (Some(t), Some(ny)) if ny != rows * t => Err(BatchError::Shape {
+            part: Part::Y,
+            width: t,
+            rows,
+            got: ny,
+        }),
+        (Some(_), Some(_)) => Ok(rows),
+    }
+}
+
 fn check_values<T: Copy + Into<f64>>(
     part: Part,
     values: &[T],
@@ -326,23 +360,12 @@ fn check_values<T: Copy + Into<f64>>(
     let Some(i) = values.iter().position(|v| !within_bound((*v).into())) else {
         return Ok(());
     };
-    let value: f64 = values[i].into();
-    let (row, column) = (i / width + 1, i % width + 1);
-    Err(if value.is_finite() {
-        BatchError::OutOfRange {
-            part,
-            row,
-            column,
-            value,
-        }
-    } else {
-        BatchError::NonFinite {
-            part,
-            row,
-            column,
-            value,
-        }
-    })
+    Err(BatchError::out_of_bound(
+        part,
+        i / width + 1,
+        i % width + 1,
+        values[i].into(),
+    ))
 }
 
 #[cfg(test)]

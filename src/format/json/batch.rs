@@ -1,8 +1,9 @@
 //! `application/json` batches on top of the JSON object machine.
 
 use super::{JsonObject, Key};
-use crate::format::spill::{check_counts, check_part, Spill};
+use crate::format::spill::{check_part, Spill};
 use crate::format::{FormatError, RowLimit};
+use crate::pca::check_counts;
 use crate::pca::{Batch, BatchData, Part, Shape};
 
 const BATCH_KEYS: &[(&str, Key)] = &[("x", Key::X), ("y", Key::Y)];
