@@ -10,26 +10,13 @@ use std::time::{Duration, Instant};
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::metrics::Metrics;
-use crate::model::{Created, Model, ModelConfig, ModelLimits, ModelName, Published, Registry};
+use crate::model::{Created, Model, ModelConfig, ModelName, Published, Registry};
 use crate::pca::{limits, Batch, BatchData, LimitMoments, Limits, OptimizerKind, Shape};
-use crate::persistence::{Store, SyncMode};
 
 const DIM: usize = 8;
 
 fn model(dir: &std::path::Path) -> (Registry, Arc<Model>) {
-    let (store, _, _) = Store::open(dir, SyncMode::Never, false).unwrap();
-    let reg = Registry::new(
-        Arc::new(store),
-        Arc::new(Metrics::new()),
-        ModelLimits {
-            max_dim: 64,
-            max_components: 8,
-            max_models: 8,
-            max_state_bytes: 1 << 30,
-        },
-        Duration::from_secs(300),
-    );
+    let reg = crate::model::tests::registry(dir);
     let config = ModelConfig {
         name: ModelName::new("m").unwrap(),
         dim: DIM,

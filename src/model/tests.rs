@@ -15,7 +15,9 @@ use crate::metrics::Metrics;
 use crate::pca::{Accumulator, Batch, BatchData, OptimizerKind, Shape};
 use crate::persistence::{Store, SyncMode};
 
-fn registry(dir: &std::path::Path) -> Registry {
+/// A registry over a fresh store in `dir` (no fsync) with small limits; also used by
+/// `monitor_tests`.
+pub(super) fn registry(dir: &std::path::Path) -> Registry {
     let (store, _, _) = Store::open(dir, SyncMode::Never, false).unwrap();
     Registry::new(
         Arc::new(store),
