@@ -11,6 +11,11 @@ use crate::pca::{Batch, BatchData, Shape};
 trait Elem: Copy + Into<f64> + std::fmt::Debug {
     const SIZE: usize;
     fn read(b: &[u8]) -> Self;
+    /// Appends the values of `b`, whole elements only (`b.len()` a multiple of `SIZE`).
+    /// Written per type over fixed-size chunks so that the loop compiles to a plain
+    /// copy: through `chunks_exact(SIZE).map(read)` the conversion was an out-of-line
+    /// call per value, 7 % of the server's CPU under 784-wide float64 `.npy` ingest.
+    fn extend_le(dst: &mut Vec<Self>, b: &[u8]);
 }
 
 impl Elem for f32 {
@@ -19,6 +24,11 @@ impl Elem for f32 {
     fn read(b: &[u8]) -> Self {
         f32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
+    #[inline]
+    fn extend_le(dst: &mut Vec<Self>, b: &[u8]) {
+        let (whole, _) = b.as_chunks::<4>();
+        dst.extend(whole.iter().map(|c| f32::from_le_bytes(*c)));
+    }
 }
 
 impl Elem for f64 {
@@ -26,6 +36,11 @@ impl Elem for f64 {
     #[inline]
     fn read(b: &[u8]) -> Self {
         f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+    #[inline]
+    fn extend_le(dst: &mut Vec<Self>, b: &[u8]) {
+        let (whole, _) = b.as_chunks::<8>();
+        dst.extend(whole.iter().map(|c| f64::from_le_bytes(*c)));
     }
 }
 
@@ -62,8 +77,7 @@ impl<T: Elem> Stream<T> {
             self.carry_len = 0;
         }
         let whole = c.len() / T::SIZE * T::SIZE;
-        self.pending
-            .extend(c[..whole].chunks_exact(T::SIZE).map(T::read));
+        T::extend_le(&mut self.pending, &c[..whole]);
         let rest = &c[whole..];
         self.carry[..rest.len()].copy_from_slice(rest);
         self.carry_len = rest.len();
