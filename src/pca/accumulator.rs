@@ -468,6 +468,13 @@ fn centre<T: Copy + Into<f64>>(
     // 10 240-row .npy requests at n = 784: this function's time fell by a median 27 %
     // (5 pairs; clients/python/bench/RESULTS.md). Each column's sums run over the rows
     // in order either way, so the result is the same to the bit.
+    //
+    // Within a block, rows go four at a time: each column then takes four contiguous
+    // values per step (one 32-byte store instead of four scattered ones), and the
+    // column's sum of squares still adds the four squares one after the other, in row
+    // order. Iterators instead of indices leave no bounds check in the loop. perf under
+    // float64 `.npy` ingest at n = 784 had this function at 10 % of the server's CPU
+    // before.
     const BLOCK: usize = 16;
     const TILE: usize = 64;
     for (t, tile) in data.chunks(TILE * n).enumerate() {
@@ -480,13 +487,45 @@ fn centre<T: Copy + Into<f64>>(
         {
             let f0 = blk * BLOCK;
             let w = m.len();
-            for (i, row) in tile.chunks_exact(n).enumerate() {
-                let src = &row[f0..f0 + w];
-                let r = r0 + i;
-                for j in 0..w {
-                    let c = src[j].into() - m[j];
-                    cols[j * k + r] = c;
-                    sq[j] += c * c;
+            let quads = tile.chunks_exact(4 * n);
+            let rest = quads.remainder();
+            for (q, quad) in quads.enumerate() {
+                let r = r0 + 4 * q;
+                let (a, more) = quad.split_at(n);
+                let (b1, more) = more.split_at(n);
+                let (c1, d1) = more.split_at(n);
+                let rows4 = a[f0..f0 + w]
+                    .iter()
+                    .zip(&b1[f0..f0 + w])
+                    .zip(c1[f0..f0 + w].iter().zip(&d1[f0..f0 + w]));
+                for (((col, &mj), s), ((&va, &vb), (&vc, &vd))) in cols
+                    .chunks_exact_mut(k)
+                    .zip(m)
+                    .zip(sq.iter_mut())
+                    .zip(rows4)
+                {
+                    let v = [
+                        va.into() - mj,
+                        vb.into() - mj,
+                        vc.into() - mj,
+                        vd.into() - mj,
+                    ];
+                    col[r..r + 4].copy_from_slice(&v);
+                    *s = *s + v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3];
+                }
+            }
+            let r_rest = r0 + (tile.len() / n - rest.len() / n);
+            for (i, row) in rest.chunks_exact(n).enumerate() {
+                let r = r_rest + i;
+                for (((col, &mj), s), &v) in cols
+                    .chunks_exact_mut(k)
+                    .zip(m)
+                    .zip(sq.iter_mut())
+                    .zip(&row[f0..f0 + w])
+                {
+                    let c = v.into() - mj;
+                    col[r] = c;
+                    *s += c * c;
                 }
             }
         }
@@ -560,3 +599,7 @@ fn invalid(name: &'static str, reason: &str) -> PcaError {
         reason: reason.into(),
     }
 }
+
+#[cfg(test)]
+#[path = "centre_tests.rs"]
+mod centre_tests;
