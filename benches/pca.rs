@@ -3,6 +3,8 @@
 //! - `accumulator_update/{n}`: one batch of b = 256 rows into an n-dimensional
 //!   accumulator (the symmetric rank-b kernel plus centring, reusing the work buffer as
 //!   the service does), n ∈ {64, 784, 2048}.
+//!   `accumulator_update_f64/784`: the same with float64 rows (as a `.npy` body of
+//!   float64 brings them), whose centring reads twice the bytes.
 //!   Compare with `bench/kernels.py`, which times numpy/OpenBLAS `dsyrk` on the same
 //!   shapes in the same run.
 //! - `product/{p}`: one n×n · n×p product at n = 784: the unit fit costs are counted in.
@@ -50,6 +52,20 @@ fn accumulator_update(c: &mut Criterion) {
             });
         });
     }
+    group.finish();
+    let mut group = c.benchmark_group("accumulator_update_f64");
+    let n = 784;
+    let batch: Vec<f64> = random_rows(1, 256, n).into_iter().map(f64::from).collect();
+    let mut acc = Accumulator::new(n, None, None).expect("accumulator");
+    acc.update(&batch, None).expect("warm-up batch");
+    group.throughput(Throughput::Elements(256));
+    let mut scratch = Vec::new();
+    group.bench_with_input(BenchmarkId::from_parameter(n), &batch, |b, batch| {
+        b.iter(|| {
+            acc.update_with_scratch(black_box(batch), None, &mut scratch)
+                .expect("update")
+        });
+    });
     group.finish();
 }
 
