@@ -601,5 +601,4 @@ fn invalid(name: &'static str, reason: &str) -> PcaError {
 }
 
 #[cfg(test)]
-#[path = "centre_tests.rs"]
 mod centre_tests;

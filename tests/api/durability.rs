@@ -581,3 +581,46 @@ async fn a_model_whose_only_snapshot_is_corrupt_is_held_back_and_named() {
     assert_eq!(s, StatusCode::OK);
     assert!(app.stop().await);
 }
+
+#[tokio::test]
+async fn decimal_rows_of_f32_values_are_logged_as_f32_and_others_as_f64() {
+    use streampca::pca::BatchData;
+    use streampca::persistence::{SyncMode, Wal};
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir.path()).await;
+    create(&app.client, &app.address, "m").await;
+    // f32 values printed as decimals (0.1f32 prints as 0.1 but is not 0.1 as an f64),
+    // then one row holding an f64 that is not an f32, then small integers as CSV.
+    let f32_rows: Vec<Vec<f64>> = (0..3)
+        .map(|r| {
+            (0..DIM)
+                .map(|c| f64::from(0.1f32 * (r * DIM + c) as f32 - 1.5))
+                .collect()
+        })
+        .collect();
+    let mut f64_rows = f32_rows.clone();
+    f64_rows[1][4] = 0.1;
+    app.ingest_json("m", &f32_rows).await;
+    app.ingest_json("m", &f64_rows).await;
+    let csv = "1,2,3,4,5,6,7,8\n-8,7,-6,5,-4,3,-2,1\n";
+    let r = app.post_samples("m", "text/csv", csv.into()).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert!(app.stop().await);
+
+    let (_, rec) = Wal::open(log_path(dir.path(), "m", 0), 0, SyncMode::Never).unwrap();
+    let csv_rows: Vec<Vec<f64>> = vec![
+        (1..=8).map(f64::from).collect(),
+        vec![-8.0, 7.0, -6.0, 5.0, -4.0, 3.0, -2.0, 1.0],
+    ];
+    let expected = [(4u8, &f32_rows), (8, &f64_rows), (4, &csv_rows)];
+    assert_eq!(rec.records.len(), expected.len());
+    for (r, (width, rows)) in rec.records.iter().zip(expected) {
+        assert_eq!(r.batch.data().width(), width, "record {}", r.stamp.sequence);
+        let logged: Vec<u64> = match r.batch.data() {
+            BatchData::F32 { x, .. } => x.iter().map(|&v| f64::from(v).to_bits()).collect(),
+            BatchData::F64 { x, .. } => x.iter().map(|v| v.to_bits()).collect(),
+        };
+        let sent: Vec<u64> = rows.iter().flatten().map(|v| v.to_bits()).collect();
+        assert_eq!(logged, sent, "record {}", r.stamp.sequence);
+    }
+}

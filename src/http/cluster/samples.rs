@@ -13,6 +13,7 @@ use crate::http::body::{media_type, BodyLimit};
 use crate::http::body_stream;
 use crate::http::error::ApiError;
 use crate::http::ModelName;
+use crate::pca::Batch;
 
 /// The request header naming a batch for deduplication.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -81,8 +82,9 @@ pub async fn ingest(
     )
     .await
     .map_err(|_| ApiError::Timeout(state.guard.limits.request_timeout))??;
-    // The batch's one pass of value checks, off the runtime.
-    let batch = tokio::task::spawn_blocking(move || parser.finish())
+    // The batch's one pass of value checks, off the runtime; a batch of f32 values
+    // travels and is logged as f32.
+    let batch = tokio::task::spawn_blocking(move || parser.finish().map(Batch::narrowed))
         .await
         .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))??;
     let r = state.node.ingest(&name, &batch, key.as_deref()).await?;
