@@ -65,11 +65,6 @@ with ``standardize=True`` is refused.
 
 from __future__ import annotations
 
-import atexit
-import numbers
-import queue
-import re
-import threading
 import uuid
 import warnings
 import weakref
@@ -83,6 +78,8 @@ from sklearn.utils import gen_batches
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._errors import NotFoundError
+from ._lifecycle import delete_now, own, shared_client
+from ._params import validate_params
 from ._sender import Batch, SendError, Sender, close_sender
 from ._types import Projection
 from .client import Client
@@ -91,14 +88,6 @@ try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
 except ImportError:  # pragma: no cover - older scikit-learn
     _sk_validate_data = None
-
-try:
-    from sklearn.utils._param_validation import InvalidParameterError
-except ImportError:  # pragma: no cover - older scikit-learn
-
-    class InvalidParameterError(ValueError, TypeError):  # type: ignore[no-redef]
-        """A constructor parameter of the wrong type or out of range."""
-
 
 __all__ = ["StreamPCA"]
 
@@ -109,7 +98,6 @@ _SERVER_GUARD_COLUMNS = 4
 _MAX_REQUEST_BYTES = 32 << 20
 #: Values per block of ``var_``'s deviation sums (a 2 MiB float64 scratch buffer).
 _STATS_BLOCK = 1 << 18
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _FITTED = (
     "components_",
     "explained_variance_",
@@ -125,98 +113,6 @@ def _validate_data(est: BaseEstimator, X: Any, **kw: Any) -> Any:
     if _sk_validate_data is not None:
         return _sk_validate_data(est, X, **kw)
     return est._validate_data(X, **kw)  # pragma: no cover - older scikit-learn
-
-
-# --- clients and owned models -------------------------------------------------------
-
-_clients: Dict[Tuple[Optional[str], Optional[str]], Client] = {}
-_clients_lock = threading.Lock()
-
-
-def _client(url: Optional[str], api_key: Optional[str]) -> Client:
-    """One client (one keep-alive pool) per service and key, shared by estimators."""
-    key = (url, api_key)
-    with _clients_lock:
-        c = _clients.get(key)
-        if c is None:
-            c = _clients[key] = Client(url=url, api_key=api_key)
-        return c
-
-
-# Owned models to delete. A finalizer may run anywhere (inside another request on the
-# same connection pool, say), so it only queues the name (SimpleQueue.put is reentrant);
-# a daemon thread with its own connections deletes, and the exit hook deletes whatever
-# is left, owned models of live estimators included.
-_doomed: "queue.SimpleQueue[Tuple[str, Optional[str], Optional[str]]]" = queue.SimpleQueue()
-_live: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
-_worker: Optional[threading.Thread] = None
-_worker_lock = threading.Lock()
-
-
-def _delete_now(name: str, url: Optional[str], api_key: Optional[str], c: Any) -> None:
-    try:
-        c.delete_model(name, missing_ok=True)
-    except Exception:  # noqa: BLE001 - best effort: the service may be gone
-        pass
-    _live.pop(name, None)
-
-
-def _reaper() -> None:
-    clients: Dict[Tuple[Optional[str], Optional[str]], Client] = {}
-    while True:
-        name, url, api_key = _doomed.get()
-        c = clients.get((url, api_key))
-        if c is None:
-            c = clients[(url, api_key)] = Client(url=url, api_key=api_key, retries=2)
-        _delete_now(name, url, api_key, c)
-
-
-def _doom(name: str, url: Optional[str], api_key: Optional[str]) -> None:
-    """Finalizer: queue an owned model for deletion (safe from any context)."""
-    _doomed.put((name, url, api_key))
-
-
-def _start_reaper() -> None:
-    global _worker
-    with _worker_lock:
-        if _worker is None:
-            _worker = threading.Thread(target=_reaper, name="streampca-reaper", daemon=True)
-            _worker.start()
-
-
-@atexit.register
-def _delete_owned_models_at_exit() -> None:
-    pending = dict(_live)
-    while True:
-        try:
-            name, url, api_key = _doomed.get_nowait()
-        except queue.Empty:
-            break
-        pending[name] = (url, api_key)
-    for name, (url, api_key) in pending.items():
-        try:
-            with Client(url=url, api_key=api_key, timeout=5.0, retries=0) as c:
-                c.delete_model(name, missing_ok=True)
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
-
-
-# --- parameter validation (scikit-learn's messages) ---------------------------------
-
-
-def _check_param(name: str, value: Any, ok: bool, expected: str) -> None:
-    if not ok:
-        raise InvalidParameterError(
-            f"The {name!r} parameter of StreamPCA must be {expected}. Got {value!r} instead."
-        )
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 def _svd_flip_rows(v: np.ndarray) -> np.ndarray:
@@ -319,49 +215,12 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
     # --- parameters -------------------------------------------------------------------
 
     def _validate_params(self) -> None:
-        p = self.n_components
-        _check_param(
-            "n_components", p, p is None or (_is_int(p) and p >= 1),
-            "an int in the range [1, inf) or None",
-        )
-        for flag in ("whiten", "copy"):
-            v = getattr(self, flag)
-            _check_param(flag, v, isinstance(v, (bool, np.bool_)), "an instance of 'bool'")
-        b = self.batch_size
-        _check_param(
-            "batch_size", b, b is None or (_is_int(b) and b >= 1),
-            "an int in the range [1, inf) or None",
-        )
-        for s in ("url", "api_key"):
-            v = getattr(self, s)
-            _check_param(s, v, v is None or isinstance(v, str), "a str or None")
-        m = self.model
-        _check_param(
-            "model", m, m is None or (isinstance(m, str) and bool(_NAME.match(m))),
-            "a str matching [a-z0-9][a-z0-9_-]{0,63} or None",
-        )
-        h = self.half_life
-        _check_param(
-            "half_life", h, h is None or (_is_real(h) and np.isfinite(h) and h > 0),
-            "a float in the range (0, inf) or None",
-        )
-        t = self.tolerance
-        _check_param(
-            "tolerance", t, _is_real(t) and 0 < t < 1, "a float in the range (0, 1)"
-        )
-        f = self.fit_timeout
-        _check_param("fit_timeout", f, _is_real(f) and f > 0, "a float in the range (0, inf)")
-        b = self.buffer_bytes
-        _check_param("buffer_bytes", b, _is_int(b) and b >= 0, "an int in the range [0, inf)")
-        m = self.max_in_flight
-        _check_param(
-            "max_in_flight", m, _is_int(m) and 0 <= m <= 64, "an int in the range [0, 64]"
-        )
+        validate_params(self)
 
     # --- the served model -------------------------------------------------------------
 
     def _service(self) -> Client:
-        return _client(self.url, self.api_key)
+        return shared_client(self.url, self.api_key)
 
     def _drop_model(self) -> None:
         """Forgets the served model (deleting it if owned) and the fitted state."""
@@ -370,7 +229,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         name = self.__dict__.pop("_model", None)
         if fin is not None and fin.alive:
             fin.detach()
-            _delete_now(name, self.url, self.api_key, self._service())
+            delete_now(name, self.url, self.api_key, self._service())
         for attr in (
             "_cache", "_stale", "_sent", "_stats", "_dtype", "_fork_from", "_closed",
             "_buf", "_buf_rows", "_served", "_kept", "_rows", "_buf_start", "_scratch",
@@ -401,7 +260,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         owned = fin is not None and fin.alive
         if owned:
             fin.detach()
-            _delete_now(self._model, self.url, self.api_key, self._service())
+            delete_now(self._model, self.url, self.api_key, self._service())
         if "_model" in self.__dict__ or "_fork_from" in self.__dict__:
             self.__dict__.pop("_model", None)
             self.__dict__.pop("_fork_from", None)
@@ -420,10 +279,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self.close()
 
     def _own(self, name: str) -> None:
-        _start_reaper()
-        _live[name] = (self.url, self.api_key)
-        self._finalizer = weakref.finalize(self, _doom, name, self.url, self.api_key)
-        self._finalizer.atexit = False  # the module's exit hook deletes what is left
+        self._finalizer = own(self, name, self.url, self.api_key)
 
     def _create(self, name: str, n_features: int, p: int, owned: bool) -> None:
         self._service().create_model(
