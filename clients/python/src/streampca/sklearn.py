@@ -77,6 +77,7 @@ from sklearn.utils import gen_batches
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._errors import NotFoundError
+from ._fitted import fitted_attributes
 from ._ingest import IngestMixin
 from ._lifecycle import delete_now, own, shared_client
 from ._params import validate_params
@@ -109,16 +110,6 @@ def _validate_data(est: BaseEstimator, X: Any, **kw: Any) -> Any:
     if _sk_validate_data is not None:
         return _sk_validate_data(est, X, **kw)
     return est._validate_data(X, **kw)  # pragma: no cover - older scikit-learn
-
-
-def _svd_flip_rows(v: np.ndarray) -> np.ndarray:
-    """scikit-learn's sign convention: each row's largest-magnitude entry positive."""
-    if v.size == 0:
-        return v
-    idx = np.argmax(np.abs(v), axis=1)
-    signs = np.sign(v[np.arange(v.shape[0]), idx])
-    signs[signs == 0] = 1.0
-    return v * signs[:, None]
 
 
 class StreamPCA(IngestMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -526,41 +517,15 @@ class StreamPCA(IngestMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self._cache = self._attributes(fit)
+        self._cache = fitted_attributes(
+            fit,
+            self.n_components_,
+            self.n_features_in_,
+            self.__dict__.get("_stats"),
+            self.__dict__.get("_dtype", np.float64),
+        )
         self._served = int(fit.components.shape[0])
         self._stale = False
-
-    def _attributes(self, fit: Any) -> Dict[str, Any]:
-        p, d = self.n_components_, self.n_features_in_
-        V = _svd_flip_rows(fit.components[:p])
-        ev = fit.eigenvalues[:p]
-        ratio = fit.explained_variance_ratio[:p]
-        total = float(ev[0] / ratio[0]) if ev.size and ratio[0] > 0 else float(np.sum(ev))
-        r = V.shape[0]
-        if r < p:
-            # Rank-deficient data: the service reports the r components with positive
-            # variance; complete them with an orthonormal basis of the rest (variance 0),
-            # as an SVD does.
-            basis = np.linalg.svd(V if r else np.zeros((1, d)), full_matrices=True)[2]
-            V = np.vstack([V, _svd_flip_rows(basis[r:p])])
-            ev = np.concatenate([ev, np.zeros(p - r)])
-            ratio = np.concatenate([ratio, np.zeros(p - r)])
-        n = float(fit.samples)
-        q = min(d, n)
-        noise = max((total - float(ev.sum())) / (q - p), 0.0) if p < q else 0.0
-        stats = self.__dict__.get("_stats")
-        var = stats[2] / stats[0] if stats is not None else np.full(d, np.nan)
-        dtype = self.__dict__.get("_dtype", np.float64)
-        cast = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
-        return {
-            "components_": cast(V),
-            "explained_variance_": cast(ev),
-            "explained_variance_ratio_": cast(ratio),
-            "singular_values_": cast(np.sqrt(ev * max(n - 1.0, 0.0))),
-            "mean_": cast(fit.mean),
-            "var_": cast(var),
-            "noise_variance_": np.dtype(dtype).type(noise),
-        }
 
     def __sklearn_is_fitted__(self) -> bool:
         return "_cache" in self.__dict__ or "_stale" in self.__dict__
