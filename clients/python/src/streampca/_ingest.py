@@ -23,7 +23,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._sender import Batch, SendError, Sender, close_sender
+from ._sender import Batch, Sender, SendError, close_sender
 
 __all__ = ["IngestMixin"]
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from .client import Client
 
-__all__ = ["shared_client", "own", "delete_now"]
+__all__ = ["delete_now", "own", "shared_client"]
 
 _clients: Dict[Tuple[Optional[str], Optional[str]], Client] = {}
 _clients_lock = threading.Lock()
