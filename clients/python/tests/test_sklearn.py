@@ -483,9 +483,9 @@ def test_later_partial_fit_calls_check_rows_as_scikit_learn_does(url, X):
 def test_var_over_calls_larger_than_the_stats_block_matches_numpy(url, monkeypatch):
     # var_'s deviations are summed in blocks of _STATS_BLOCK values: a call spanning
     # several blocks (and a last, partial one) gives numpy's variance of all rows.
-    import streampca.sklearn as sk
+    import streampca._ingest as ingest
 
-    monkeypatch.setattr(sk, "_STATS_BLOCK", 7 * 20)  # 7 rows of 20 features per block
+    monkeypatch.setattr(ingest, "_STATS_BLOCK", 7 * 20)  # 7 rows of 20 features per block
     rng = np.random.default_rng(11)
     X = rng.normal(loc=1e3, scale=0.5, size=(403, 20)) * rng.uniform(0.1, 10, size=20)
     est = tight(3, url=url)

@@ -65,14 +65,8 @@ with ``standardize=True`` is refused.
 
 from __future__ import annotations
 
-import atexit
-import numbers
-import queue
-import re
-import threading
 import uuid
 import warnings
-import weakref
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -83,7 +77,11 @@ from sklearn.utils import gen_batches
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._errors import NotFoundError
-from ._sender import Batch, SendError, Sender, close_sender
+from ._fitted import fitted_attributes
+from ._ingest import IngestMixin
+from ._lifecycle import delete_now, own, shared_client
+from ._params import validate_params
+from ._sender import SendError
 from ._types import Projection
 from .client import Client
 
@@ -92,24 +90,11 @@ try:  # scikit-learn >= 1.6
 except ImportError:  # pragma: no cover - older scikit-learn
     _sk_validate_data = None
 
-try:
-    from sklearn.utils._param_validation import InvalidParameterError
-except ImportError:  # pragma: no cover - older scikit-learn
-
-    class InvalidParameterError(ValueError, TypeError):  # type: ignore[no-redef]
-        """A constructor parameter of the wrong type or out of range."""
-
-
 __all__ = ["StreamPCA"]
 
 #: Guard columns the service's optimiser carries beside the components: it fits once it
 #: has ``min(components + 4, dim) + 1`` samples.
 _SERVER_GUARD_COLUMNS = 4
-#: Bytes of values per ingest request (the service's default body limit is 64 MiB).
-_MAX_REQUEST_BYTES = 32 << 20
-#: Values per block of ``var_``'s deviation sums (a 2 MiB float64 scratch buffer).
-_STATS_BLOCK = 1 << 18
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _FITTED = (
     "components_",
     "explained_variance_",
@@ -127,109 +112,7 @@ def _validate_data(est: BaseEstimator, X: Any, **kw: Any) -> Any:
     return est._validate_data(X, **kw)  # pragma: no cover - older scikit-learn
 
 
-# --- clients and owned models -------------------------------------------------------
-
-_clients: Dict[Tuple[Optional[str], Optional[str]], Client] = {}
-_clients_lock = threading.Lock()
-
-
-def _client(url: Optional[str], api_key: Optional[str]) -> Client:
-    """One client (one keep-alive pool) per service and key, shared by estimators."""
-    key = (url, api_key)
-    with _clients_lock:
-        c = _clients.get(key)
-        if c is None:
-            c = _clients[key] = Client(url=url, api_key=api_key)
-        return c
-
-
-# Owned models to delete. A finalizer may run anywhere (inside another request on the
-# same connection pool, say), so it only queues the name (SimpleQueue.put is reentrant);
-# a daemon thread with its own connections deletes, and the exit hook deletes whatever
-# is left, owned models of live estimators included.
-_doomed: "queue.SimpleQueue[Tuple[str, Optional[str], Optional[str]]]" = queue.SimpleQueue()
-_live: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
-_worker: Optional[threading.Thread] = None
-_worker_lock = threading.Lock()
-
-
-def _delete_now(name: str, url: Optional[str], api_key: Optional[str], c: Any) -> None:
-    try:
-        c.delete_model(name, missing_ok=True)
-    except Exception:  # noqa: BLE001 - best effort: the service may be gone
-        pass
-    _live.pop(name, None)
-
-
-def _reaper() -> None:
-    clients: Dict[Tuple[Optional[str], Optional[str]], Client] = {}
-    while True:
-        name, url, api_key = _doomed.get()
-        c = clients.get((url, api_key))
-        if c is None:
-            c = clients[(url, api_key)] = Client(url=url, api_key=api_key, retries=2)
-        _delete_now(name, url, api_key, c)
-
-
-def _doom(name: str, url: Optional[str], api_key: Optional[str]) -> None:
-    """Finalizer: queue an owned model for deletion (safe from any context)."""
-    _doomed.put((name, url, api_key))
-
-
-def _start_reaper() -> None:
-    global _worker
-    with _worker_lock:
-        if _worker is None:
-            _worker = threading.Thread(target=_reaper, name="streampca-reaper", daemon=True)
-            _worker.start()
-
-
-@atexit.register
-def _delete_owned_models_at_exit() -> None:
-    pending = dict(_live)
-    while True:
-        try:
-            name, url, api_key = _doomed.get_nowait()
-        except queue.Empty:
-            break
-        pending[name] = (url, api_key)
-    for name, (url, api_key) in pending.items():
-        try:
-            with Client(url=url, api_key=api_key, timeout=5.0, retries=0) as c:
-                c.delete_model(name, missing_ok=True)
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
-
-
-# --- parameter validation (scikit-learn's messages) ---------------------------------
-
-
-def _check_param(name: str, value: Any, ok: bool, expected: str) -> None:
-    if not ok:
-        raise InvalidParameterError(
-            f"The {name!r} parameter of StreamPCA must be {expected}. Got {value!r} instead."
-        )
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-def _svd_flip_rows(v: np.ndarray) -> np.ndarray:
-    """scikit-learn's sign convention: each row's largest-magnitude entry positive."""
-    if v.size == 0:
-        return v
-    idx = np.argmax(np.abs(v), axis=1)
-    signs = np.sign(v[np.arange(v.shape[0]), idx])
-    signs[signs == 0] = 1.0
-    return v * signs[:, None]
-
-
-class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class StreamPCA(IngestMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Principal component analysis fitted by a streampca service.
 
     Parameters:
@@ -319,49 +202,12 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
     # --- parameters -------------------------------------------------------------------
 
     def _validate_params(self) -> None:
-        p = self.n_components
-        _check_param(
-            "n_components", p, p is None or (_is_int(p) and p >= 1),
-            "an int in the range [1, inf) or None",
-        )
-        for flag in ("whiten", "copy"):
-            v = getattr(self, flag)
-            _check_param(flag, v, isinstance(v, (bool, np.bool_)), "an instance of 'bool'")
-        b = self.batch_size
-        _check_param(
-            "batch_size", b, b is None or (_is_int(b) and b >= 1),
-            "an int in the range [1, inf) or None",
-        )
-        for s in ("url", "api_key"):
-            v = getattr(self, s)
-            _check_param(s, v, v is None or isinstance(v, str), "a str or None")
-        m = self.model
-        _check_param(
-            "model", m, m is None or (isinstance(m, str) and bool(_NAME.match(m))),
-            "a str matching [a-z0-9][a-z0-9_-]{0,63} or None",
-        )
-        h = self.half_life
-        _check_param(
-            "half_life", h, h is None or (_is_real(h) and np.isfinite(h) and h > 0),
-            "a float in the range (0, inf) or None",
-        )
-        t = self.tolerance
-        _check_param(
-            "tolerance", t, _is_real(t) and 0 < t < 1, "a float in the range (0, 1)"
-        )
-        f = self.fit_timeout
-        _check_param("fit_timeout", f, _is_real(f) and f > 0, "a float in the range (0, inf)")
-        b = self.buffer_bytes
-        _check_param("buffer_bytes", b, _is_int(b) and b >= 0, "an int in the range [0, inf)")
-        m = self.max_in_flight
-        _check_param(
-            "max_in_flight", m, _is_int(m) and 0 <= m <= 64, "an int in the range [0, 64]"
-        )
+        validate_params(self)
 
     # --- the served model -------------------------------------------------------------
 
     def _service(self) -> Client:
-        return _client(self.url, self.api_key)
+        return shared_client(self.url, self.api_key)
 
     def _drop_model(self) -> None:
         """Forgets the served model (deleting it if owned) and the fitted state."""
@@ -370,7 +216,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         name = self.__dict__.pop("_model", None)
         if fin is not None and fin.alive:
             fin.detach()
-            _delete_now(name, self.url, self.api_key, self._service())
+            delete_now(name, self.url, self.api_key, self._service())
         for attr in (
             "_cache", "_stale", "_sent", "_stats", "_dtype", "_fork_from", "_closed",
             "_buf", "_buf_rows", "_served", "_kept", "_rows", "_buf_start", "_scratch",
@@ -401,7 +247,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         owned = fin is not None and fin.alive
         if owned:
             fin.detach()
-            _delete_now(self._model, self.url, self.api_key, self._service())
+            delete_now(self._model, self.url, self.api_key, self._service())
         if "_model" in self.__dict__ or "_fork_from" in self.__dict__:
             self.__dict__.pop("_model", None)
             self.__dict__.pop("_fork_from", None)
@@ -420,10 +266,7 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self.close()
 
     def _own(self, name: str) -> None:
-        _start_reaper()
-        _live[name] = (self.url, self.api_key)
-        self._finalizer = weakref.finalize(self, _doom, name, self.url, self.api_key)
-        self._finalizer.atexit = False  # the module's exit hook deletes what is left
+        self._finalizer = own(self, name, self.url, self.api_key)
 
     def _create(self, name: str, n_features: int, p: int, owned: bool) -> None:
         self._service().create_model(
@@ -629,189 +472,14 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         X = _validate_data(self, X, copy=False, dtype=[np.float64, np.float32], reset=first_pass)
         return X, None
 
-    def _buffering(self) -> bool:
-        """Rows are coalesced client-side only for an estimator-owned model without
-        forgetting: the service's exact accumulator gives the same fit however the rows
-        are batched, and no one else reads that model."""
-        return self.buffer_bytes > 0 and self.model is None and self.half_life is None
-
-    def _background(self) -> bool:
-        """Rows are sent by background threads (``max_in_flight`` > 0) under the same
-        conditions as buffering: only this estimator reads the model, and the order of
-        the rows does not change the exact accumulator's fit."""
-        return self.max_in_flight > 0 and self.model is None and self.half_life is None
-
-    def _ingest(self, X: np.ndarray, colsum: Optional[np.ndarray] = None) -> None:
-        self._update_stats(X, colsum)
-        self._stale = True
-        start = self.__dict__.get("_rows", 0)
-        self._rows = start + X.shape[0]
-        if self._background():
-            self._ingest_background(X, start)
-            return
-        if not self._buffering():
-            self.flush()  # rows left from before set_params(buffer_bytes=0)
-            self._send(X)
-            return
-        buf = self.__dict__.get("_buf")
-        if buf is not None and buf.dtype != X.dtype:
-            self.flush()
-            buf = None
-        if buf is None:
-            cap = max(1, self.buffer_bytes // (X.shape[1] * X.itemsize))
-            buf = self._buf = np.empty((cap, X.shape[1]), dtype=X.dtype)
-            self._buf_rows = 0
-        n, used = X.shape[0], self._buf_rows
-        if used + n > buf.shape[0]:
-            self.flush()
-            used = 0
-            if n >= buf.shape[0]:
-                self._send(X)
-                return
-        # A copy: the caller may change X after partial_fit returns.
-        buf[used : used + n] = X
-        self._buf_rows = used + n
-        self.n_samples_seen_ += n
-
-    # --- background sending (max_in_flight > 0) ---------------------------------------
-
-    def _sender_for(self) -> Sender:
-        s = self.__dict__.get("_sender")
-        if s is None:
-            s = self._sender = Sender(self.url, self.api_key, self._model, self.max_in_flight)
-            # The threads hold no reference to the estimator: they stop when it is
-            # collected (rows still queued then are dropped, as the model is deleted).
-            self._sender_fin = weakref.finalize(self, close_sender, s)
-        return s
-
-    def _stop_sender(self, drain: bool) -> None:
-        """Stops and joins the sender threads (after the queued rows, with ``drain``)."""
-        fin = self.__dict__.pop("_sender_fin", None)
-        if fin is not None:
-            fin.detach()
-        s = self.__dict__.pop("_sender", None)
-        if s is not None:
-            s.close(wait=drain)
-
-    def _submit_buffer(self) -> None:
-        rows = self.__dict__.get("_buf_rows", 0)
-        if not rows:
-            return
-        start = self.__dict__.get("_buf_start", self.__dict__.get("_rows", rows) - rows)
-        batch = Batch(start, start + rows, self._buf[:rows])
-        # The array now belongs to the sender: the next rows go to a fresh buffer.
-        self.__dict__.pop("_buf")
-        self._buf_rows = 0
-        self._sender_for().submit(batch)
-
-    def _ingest_background(self, X: np.ndarray, start: int) -> None:
-        n, width = X.shape
-        self.n_samples_seen_ += n
-        buf = self.__dict__.get("_buf")
-        if buf is not None and buf.dtype != X.dtype:
-            self._submit_buffer()
-            buf = None
-        cap = max(1, self.buffer_bytes // (width * X.itemsize))
-        used = self.__dict__.get("_buf_rows", 0) if buf is not None else 0
-        if used + n > cap:
-            self._submit_buffer()
-            buf, used = None, 0
-        s = self._sender_for()
-        if n >= cap:
-            # One request per call (split at the service's body limit), of a copy: the
-            # caller may change X after partial_fit returns.
-            step = max(1, _MAX_REQUEST_BYTES // (width * X.itemsize))
-            for a in range(0, n, step):
-                b = min(n, a + step)
-                s.submit(Batch(start + a, start + b, np.array(X[a:b], order="C")))
-            return
-        if buf is None:
-            buf = self._buf = np.empty((cap, width), dtype=X.dtype)
-            self._buf_start = start
-        buf[used : used + n] = X
-        self._buf_rows = used + n
-        if used + n == cap:
-            self._submit_buffer()
-
-    def _check_sends(self, when: str, keep: bool = True) -> None:
-        """Raises :class:`SendError` for background sends that failed since the last
-        check, or (``partial_fit``) while rows of a failed send are kept unsent."""
-        s = self.__dict__.get("_sender")
-        failed = s.take_failed() if s is not None else []
-        kept = self.__dict__.get("_kept", [])
-        if failed:
-            self._kept = sorted(kept + [b for b in failed if not b.unknown], key=lambda b: b.start)
-            raise SendError(failed, when, keep=keep) from failed[0].error
-        if kept:
-            raise SendError(kept, when, keep=keep) from kept[0].error
-
-    def _flush_background(self, keep: bool = True) -> None:
-        s = self._sender_for()
-        self._submit_buffer()
-        for b in self.__dict__.pop("_kept", []):
-            b.error, b.unknown = None, False
-            s.submit(b)
-        s.wait()
-        if s.sequence >= 0:
-            self._sent = max(s.sequence, self.__dict__.get("_sent") or -1)
-        when = "" if keep else "close() deleted the served model: no row is kept"
-        self._check_sends(when, keep=keep)
-
     def flush(self) -> "StreamPCA":
         """Sends the rows ``partial_fit`` has buffered (see ``buffer_bytes``) and waits
         for every background send (``max_in_flight``), sending again the rows of a failed
         send that the service did not apply. Raises :class:`streampca.SendError` if a
         send failed (naming its rows). Reading a fitted attribute, ``close``, ``fit`` and
         pickling flush on their own."""
-        if "_model" in self.__dict__ and (
-            "_sender" in self.__dict__ or self.__dict__.get("_kept") or self._background()
-        ):
-            self._flush_background()
-            return self
-        rows = self.__dict__.get("_buf_rows", 0)
-        if rows:
-            self._send(self._buf[:rows])  # on failure the rows stay buffered
-            self._buf_rows = 0
+        self._send_buffered()
         return self
-
-    def _send(self, X: np.ndarray) -> None:
-        c = self._service()
-        rows = max(1, _MAX_REQUEST_BYTES // (X.shape[1] * X.itemsize))
-        r = c.ingest(self._model, X, batch_size=rows)
-        self.n_samples_seen_ = self._count(r.samples)
-        self._sent = max(r.sequence, self.__dict__.get("_sent") or -1)
-
-    def _update_stats(self, X: np.ndarray, colsum: Optional[np.ndarray] = None) -> None:
-        """Per-feature count, mean and sum of squared deviations of the rows sent
-        (Chan et al.'s merge, float64), for ``var_``. ``colsum``: ``X``'s float64 column
-        sums if already computed. The deviations are formed block by block in a scratch
-        buffer kept by the estimator (at most ``_STATS_BLOCK`` values), not in fresh
-        temporaries the size of ``X``."""
-        nb, d = X.shape
-        if colsum is None:
-            colsum = X.sum(axis=0, dtype=np.float64)
-        mb = colsum / nb
-        step = max(1, _STATS_BLOCK // max(d, 1))
-        scratch = self.__dict__.get("_scratch")
-        if scratch is None or scratch.shape[1] != d:
-            scratch = self._scratch = np.empty((step, d), dtype=np.float64)
-        m2b = np.zeros(d, dtype=np.float64)
-        for a in range(0, nb, step):
-            D = scratch[: min(nb, a + step) - a]
-            np.subtract(X[a : a + step], mb, out=D)
-            m2b += np.einsum("ij,ij->j", D, D)
-        stats = self.__dict__.get("_stats")
-        if stats is None:
-            self._stats = (nb, mb, m2b)
-            return
-        n, mean, m2 = stats
-        total = n + nb
-        delta = mb - mean
-        self._stats = (
-            total,
-            mean + delta * (nb / total),
-            m2 + m2b + delta**2 * (n * nb / total),
-        )
 
     def _samples_needed(self) -> int:
         return min(self.n_components_ + _SERVER_GUARD_COLUMNS, self.n_features_in_) + 1
@@ -849,41 +517,15 @@ class StreamPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self._cache = self._attributes(fit)
+        self._cache = fitted_attributes(
+            fit,
+            self.n_components_,
+            self.n_features_in_,
+            self.__dict__.get("_stats"),
+            self.__dict__.get("_dtype", np.float64),
+        )
         self._served = int(fit.components.shape[0])
         self._stale = False
-
-    def _attributes(self, fit: Any) -> Dict[str, Any]:
-        p, d = self.n_components_, self.n_features_in_
-        V = _svd_flip_rows(fit.components[:p])
-        ev = fit.eigenvalues[:p]
-        ratio = fit.explained_variance_ratio[:p]
-        total = float(ev[0] / ratio[0]) if ev.size and ratio[0] > 0 else float(np.sum(ev))
-        r = V.shape[0]
-        if r < p:
-            # Rank-deficient data: the service reports the r components with positive
-            # variance; complete them with an orthonormal basis of the rest (variance 0),
-            # as an SVD does.
-            basis = np.linalg.svd(V if r else np.zeros((1, d)), full_matrices=True)[2]
-            V = np.vstack([V, _svd_flip_rows(basis[r:p])])
-            ev = np.concatenate([ev, np.zeros(p - r)])
-            ratio = np.concatenate([ratio, np.zeros(p - r)])
-        n = float(fit.samples)
-        q = min(d, n)
-        noise = max((total - float(ev.sum())) / (q - p), 0.0) if p < q else 0.0
-        stats = self.__dict__.get("_stats")
-        var = stats[2] / stats[0] if stats is not None else np.full(d, np.nan)
-        dtype = self.__dict__.get("_dtype", np.float64)
-        cast = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
-        return {
-            "components_": cast(V),
-            "explained_variance_": cast(ev),
-            "explained_variance_ratio_": cast(ratio),
-            "singular_values_": cast(np.sqrt(ev * max(n - 1.0, 0.0))),
-            "mean_": cast(fit.mean),
-            "var_": cast(var),
-            "noise_variance_": np.dtype(dtype).type(noise),
-        }
 
     def __sklearn_is_fitted__(self) -> bool:
         return "_cache" in self.__dict__ or "_stale" in self.__dict__
