@@ -42,14 +42,15 @@ def free_port():
 def start_server(binary, data_dir, extra_args=(), ready="/healthz", port=None, log="server.log", env=None):
     """Start `binary serve` on 127.0.0.1:`port` (a free port when None) with `data_dir`,
     and wait up to 10 s until GET `ready` answers 2xx. `log`: a file name inside
-    `data_dir` for the server's stdout and stderr, or what Popen takes as stdout (None:
-    this process's, subprocess.DEVNULL). Returns (process, base URL); on failure kills
+    `data_dir` for the server's stdout and stderr, subprocess.DEVNULL for neither, or None
+    to leave both to this process's own. Returns (process, base URL); on failure kills
     the process and raises RuntimeError."""
     port = port or free_port()
     out = open(os.path.join(data_dir, log), "w") if isinstance(log, str) else log
     try:
         proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
-                                 *extra_args], stdout=out, stderr=subprocess.STDOUT, env=env)
+                                 *extra_args], stdout=out, stderr=None if out is None else subprocess.STDOUT,
+                                env=env)
     finally:
         if isinstance(log, str):
             out.close()  # the child holds its own descriptor
