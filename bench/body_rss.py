@@ -24,17 +24,11 @@ import tempfile
 import threading
 import time
 
+from benchlib import free_port, start_server, stop_server
+
 DIM = 784
 # The regression model: dim and target_dim.
 R_DIM, R_TARGETS = 16, 768
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def status_kib(pid, key):
@@ -167,20 +161,11 @@ def measure(binary, cases, extra_args):
     port = free_port()
     data_dir = tempfile.mkdtemp()
     env = dict(os.environ, RUST_LOG="warn")
-    server = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir]
-        + extra_args,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    server = None
     try:
-        for _ in range(200):
-            try:
-                if request(port, "GET", "/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
+        server, _ = start_server(
+            binary, data_dir, extra_args, port=port, log=subprocess.DEVNULL, env=env
+        )
         st, _ = request(
             port,
             "POST",
@@ -225,8 +210,8 @@ def measure(binary, cases, extra_args):
             del body
         return results
     finally:
-        server.terminate()
-        server.wait()
+        if server is not None:
+            stop_server(server)
         subprocess.run(["rm", "-rf", data_dir], check=False)
 
 

@@ -10,7 +10,6 @@ the angle of each of the first p components to the exact eigenvector and the rel
 eigenvalue error.
 """
 import argparse
-import gzip
 import json
 import os
 import subprocess
@@ -21,14 +20,7 @@ import urllib.request
 
 import numpy as np
 
-FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
-
-
-def fashion_mnist():
-    with gzip.open(FASHION, "rb") as f:
-        raw = f.read()
-    count, rows, cols = (int.from_bytes(raw[o:o + 4], "big") for o in (4, 8, 12))
-    return np.frombuffer(raw, np.uint8, offset=16).reshape(count, rows * cols).astype(np.float32)
+from benchlib import fashion_mnist, run_load, sklearn_partial_fit
 
 
 def synthetic(n, rows, seed=42):
@@ -71,37 +63,11 @@ def http(url, method="GET", body=None):
         raise
 
 
-def sklearn_run(x, p, batch):
-    """IncrementalPCA.partial_fit over x in batches, timed with numpy's default BLAS
-    threads and with one thread; returns the model and both rates (rows/s). On a small
-    shared machine one BLAS thread is often faster, and the peer is credited with its
-    better figure."""
-    from sklearn.decomposition import IncrementalPCA
-    from threadpoolctl import threadpool_limits
-
-    def run():
-        ipca = IncrementalPCA(n_components=p, batch_size=batch)
-        t0 = time.perf_counter()
-        for i in range(0, len(x), batch):
-            chunk = x[i:i + batch]
-            if len(chunk) < p:
-                break
-            ipca.partial_fit(chunk)
-        return ipca, len(x) / (time.perf_counter() - t0)
-
-    ipca, default_rate = run()
-    with threadpool_limits(limits=1):
-        _, one_rate = run()
-    return ipca, {"default": default_rate, "one": one_rate}
-
-
 def load_tool(args, data_file, n, model, fmt, producers, extra=()):
     cmd = [args.load_bin, "ingest", "--url", args.url, "--model", model, "--data", data_file, "--dim", str(n),
            "--batch", str(args.batch), "--producers", str(producers), "--format", fmt, "--components", str(args.p),
            "--fresh", "--quiet", *extra]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    sys.stderr.write(out.stderr)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_load(cmd, echo_stderr=True)
 
 
 def streampca_components(args, model):
@@ -117,7 +83,7 @@ def evaluate(args, name, x, producers, rows_out, acc_out):
     with tempfile.NamedTemporaryFile(suffix=".f32", delete=False) as f:
         f.write(x.astype("<f4").tobytes())
         data_file = f.name
-    ipca, sk_rates = sklearn_run(x, p, args.batch)
+    ipca, sk_rates = sklearn_partial_fit(x, p, args.batch)
     sk_rate = max(sk_rates.values())
     lam, vecs = exact(x, p)
     runs = {}

@@ -13,84 +13,25 @@ of the ratios (median and range over the repeats).
         --load target/release/examples/load --repeats 5
 """
 import argparse
-import gzip
 import json
 import os
 import shutil
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
-import numpy as np
-
-FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
-
-
-def fashion_mnist():
-    with gzip.open(FASHION, "rb") as f:
-        raw = f.read()
-    count, rows, cols = (int.from_bytes(raw[o:o + 4], "big") for o in (4, 8, 12))
-    return np.frombuffer(raw, np.uint8, offset=16).reshape(count, rows * cols).astype(np.float32)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start_server(binary, data_dir):
-    port = free_port()
-    log = open(os.path.join(data_dir, "server.log"), "w")
-    proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
-            return proc, url
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{binary} did not start")
+from benchlib import fashion_mnist, run_load, sklearn_partial_fit, spread, start_server, stop_server
 
 
 def load_tool(args, url, data_file, fmt, producers):
     cmd = [args.load, "ingest", "--url", url, "--model", f"bench-{fmt}", "--data", data_file, "--dim", "784",
            "--batch", str(args.batch), "--producers", str(producers), "--format", fmt,
            "--components", str(args.p), "--fresh", "--quiet", "--converge-timeout", "0"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["rows_per_second"]
+    return run_load(cmd)["rows_per_second"]
 
 
 def sklearn_rate(x, p, batch):
-    from sklearn.decomposition import IncrementalPCA
-    from threadpoolctl import threadpool_limits
-
-    def run():
-        ipca = IncrementalPCA(n_components=p, batch_size=batch)
-        t0 = time.perf_counter()
-        for i in range(0, len(x), batch):
-            chunk = x[i:i + batch]
-            if len(chunk) < p:
-                break
-            ipca.partial_fit(chunk)
-        return len(x) / (time.perf_counter() - t0)
-
-    default = run()
-    with threadpool_limits(limits=1):
-        one = run()
-    return max(default, one)
-
-
-def spread(values):
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    """rows/s of IncrementalPCA.partial_fit: the better of default BLAS threads and one."""
+    return max(sklearn_partial_fit(x, p, batch)[1].values())
 
 
 def main():
@@ -131,8 +72,7 @@ def main():
                     print(json.dumps({"repeat": rep, "producers": pr, "format": "sklearn_partial_fit",
                                       "rows_per_second": sk}), flush=True)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_server(proc)
         summary = {}
         for pr, r in results.items():
             summary[pr] = {

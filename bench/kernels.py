@@ -15,6 +15,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.linalg.blas import dsyrk  # noqa: E402
 
+from benchlib import fashion_mnist  # noqa: E402
+
 
 def median_time(fn, repeat=30, min_time=1.0):
     clock = time.thread_time if os.environ.get("CPU_TIME") else time.perf_counter
@@ -55,11 +57,7 @@ def main():
     # The same matrix as the criterion bench: the scatter of Fashion-MNIST's test images.
     path = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
     if os.path.exists(path):
-        import gzip
-
-        with gzip.open(path) as f:
-            raw = np.frombuffer(f.read(), dtype=np.uint8, offset=16)
-        x = raw.reshape(-1, n).astype(np.float64)
+        x = fashion_mnist(path).astype(np.float64)
         x -= x.mean(0)
         a = x.T @ x
     t = median_time(lambda: np.linalg.eigh(a), repeat=5)

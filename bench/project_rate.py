@@ -16,54 +16,23 @@ import json
 import os
 import re
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start_server(binary, data_dir):
-    port = free_port()
-    log = open(os.path.join(data_dir, "server.log"), "w")
-    proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
-            return proc, url
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{binary} did not start")
+from benchlib import run_load, spread, start_server, stop_server
 
 
 def project(args, url):
     cmd = [args.load, "project", "--url", url, "--model", "load", "--concurrency", str(args.concurrency),
            "--seconds", str(args.seconds), "--k", "16"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["qps"]
+    return run_load(cmd)["qps"]
 
 
 def wrk(args, url):
     out = subprocess.run(["wrk", "-t2", f"-c{args.concurrency}", f"-d{args.seconds}s", f"{url}/healthz"],
                          check=True, capture_output=True, text=True).stdout
     return float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-
-
-def spread(values):
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def main():
@@ -109,8 +78,7 @@ def main():
         print(json.dumps({"summary": summary}, indent=1))
     finally:
         for p in procs:
-            p.terminate()
-            p.wait(timeout=30)
+            stop_server(p)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -22,12 +22,10 @@ Usage: bench/trainer_wait.py BIN [--rounds 3] [--rows 20480] [--passes 2] [--out
 """
 
 import argparse
-import gzip
 import io
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,18 +34,16 @@ import time
 import numpy as np
 import requests
 
+from benchlib import FASHION, fashion_mnist, start_server, stop_server
+
 PORT = 18191
 URL = f"http://127.0.0.1:{PORT}"
 TICKS = os.sysconf("SC_CLK_TCK")
-FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 
 def rows(n):
     if os.path.exists(FASHION):
-        with gzip.open(FASHION, "rb") as f:
-            raw = f.read()
-        x = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784)[:n]
-        return x.astype(np.float32), "Fashion-MNIST"
+        return fashion_mnist()[:n], "Fashion-MNIST"
     rng = np.random.default_rng(7)
     basis = rng.standard_normal((784, 40))
     x = rng.standard_normal((n, 40)) * np.linspace(30, 1, 40) @ basis.T
@@ -100,18 +96,11 @@ def post(session, body):
 
 def run(binary, bodies, passes, monitored, wait):
     data = tempfile.mkdtemp(prefix=".bench-trainer.", dir=os.getcwd())
-    server = subprocess.Popen(
-        [binary, "--listen", f"127.0.0.1:{PORT}", "--data-dir", data,
-         "--sync", "always", "--log", "warn"])
+    server = None
     try:
+        server, _ = start_server(binary, data, ["--sync", "always", "--log", "warn"],
+                                 ready="/readyz", port=PORT, log=None)
         s = requests.Session()
-        for _ in range(100):
-            try:
-                if s.get(f"{URL}/readyz").ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
         s.post(f"{URL}/v1/models",
                json={"name": "m", "dim": 784, "components": 16, "partitions": 2}
                ).raise_for_status()
@@ -164,8 +153,8 @@ def run(binary, bodies, passes, monitored, wait):
         fits = max(len(fitted) - 1, 1)
         return (t1 - t0) / (c1 - c0), delay, rate, (f1 - f0) / fits, fits
     finally:
-        server.terminate()
-        server.wait()
+        if server is not None:
+            stop_server(server)
         shutil.rmtree(data, ignore_errors=True)
 
 
