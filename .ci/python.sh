@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 BIN=${STREAMPCA_BIN:-target/debug/streampca}
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-target/python-venv}
+# Absolute, so that the pytest step (run from clients/python) finds it too.
+VENV=$(realpath -m "$VENV")
 
 skip() {
     if [[ "${STREAMPCA_REQUIRE_PYTHON:-0}" == "1" ]]; then
@@ -51,4 +53,4 @@ fi
 
 # Run from the tests' directory so `import streampca` is the installed package.
 cd clients/python
-exec "../../$VENV/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
+exec "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
