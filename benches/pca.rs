@@ -39,26 +39,29 @@ fn fashion_mnist() -> Option<(Vec<f32>, usize)> {
 fn accumulator_update(c: &mut Criterion) {
     let mut group = c.benchmark_group("accumulator_update");
     for n in [64usize, 784, 2048] {
-        let batch = random_rows(1, 256, n);
-        let mut acc = Accumulator::new(n, None, None).expect("accumulator");
-        acc.update(&batch, None).expect("warm-up batch");
-        group.throughput(Throughput::Elements(256));
-        // As the service ingests: one work buffer per model, reused across batches.
-        let mut scratch = Vec::new();
-        group.bench_with_input(BenchmarkId::from_parameter(n), &batch, |b, batch| {
-            b.iter(|| {
-                acc.update_with_scratch(black_box(batch), None, &mut scratch)
-                    .expect("update")
-            });
-        });
+        update_one(&mut group, n, random_rows(1, 256, n));
     }
     group.finish();
     let mut group = c.benchmark_group("accumulator_update_f64");
     let n = 784;
-    let batch: Vec<f64> = random_rows(1, 256, n).into_iter().map(f64::from).collect();
+    update_one(
+        &mut group,
+        n,
+        random_rows(1, 256, n).into_iter().map(f64::from).collect(),
+    );
+    group.finish();
+}
+
+/// One benchmark of a 256-row batch of `T` into an n-dimensional accumulator.
+fn update_one<T: Copy + Into<f64>>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    n: usize,
+    batch: Vec<T>,
+) {
     let mut acc = Accumulator::new(n, None, None).expect("accumulator");
     acc.update(&batch, None).expect("warm-up batch");
     group.throughput(Throughput::Elements(256));
+    // As the service ingests: one work buffer per model, reused across batches.
     let mut scratch = Vec::new();
     group.bench_with_input(BenchmarkId::from_parameter(n), &batch, |b, batch| {
         b.iter(|| {
@@ -66,7 +69,6 @@ fn accumulator_update(c: &mut Criterion) {
                 .expect("update")
         });
     });
-    group.finish();
 }
 
 /// `out = c · v` by faer, the kernel the optimiser uses.
