@@ -16,7 +16,7 @@ format=${4:-binary}
 cargo build --release --quiet --bin streampca --example load
 work=$(mktemp -d -p "$PWD" .bench-profile.XXXX)
 trap 'rm -rf "$work"' EXIT
-port=18191
+port=18195
 url=http://127.0.0.1:$port
 target/release/streampca --listen 127.0.0.1:$port --data-dir "$work/data" --sync "$sync" \
     --log warn &
