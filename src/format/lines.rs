@@ -12,8 +12,8 @@ use super::number;
 use super::rows::Joined;
 use super::spill::{check_part, Spill, Spillable};
 use super::{locate, FormatError, RowLimit};
-use crate::pca::check_counts;
-use crate::pca::{Batch, BatchData, BatchError, Part, Shape, MAX_ABS_VALUE};
+use crate::pca::{check_counts, first_out_of_bound};
+use crate::pca::{Batch, BatchData, BatchError, Part, Shape};
 
 /// What a line held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,16 +272,13 @@ impl ObjectLine<'_> {
 }
 
 /// Checks one joined row (x then y) of a model of `shape`: every value finite and at
-/// most [`MAX_ABS_VALUE`] in magnitude. `row` is 1-based, for the message.
+/// most [`crate::pca::MAX_ABS_VALUE`] in magnitude. `row` is 1-based, for the message.
 ///
 /// # Errors
 /// [`BatchError::NonFinite`] or [`BatchError::OutOfRange`] naming the part, row and
 /// 1-based column.
 pub fn check_row(values: &[f64], row: usize, shape: Shape) -> Result<(), BatchError> {
-    let Some(j) = values
-        .iter()
-        .position(|v| v.is_nan() || v.abs() > MAX_ABS_VALUE)
-    else {
+    let Some(j) = first_out_of_bound(values) else {
         return Ok(());
     };
     let (part, column) = locate(shape, j);

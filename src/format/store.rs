@@ -5,10 +5,10 @@
 //!
 //! A store is either *storing* (the values are kept) or *counting* (see
 //! [`super::spill`]): a counting store keeps only how many values it was given and the
-//! first one that is not finite or beyond [`MAX_ABS_VALUE`], checked a scratch block at a
+//! first one that is not finite or beyond [`crate::pca::MAX_ABS_VALUE`], checked a scratch block at a
 //! time. Both modes cost the same one comparison a value on the hot path.
 
-use crate::pca::MAX_ABS_VALUE;
+use crate::pca::first_out_of_bound;
 
 /// Values per full block (2 MiB of f64). The first block grows as a `Vec` does, so a
 /// small body allocates little; a body of at most this many values per part is handed
@@ -118,7 +118,7 @@ impl<T: Copy + Into<f64>> Store<T> {
         std::mem::replace(self, counting)
     }
 
-    /// The first value that is not finite or beyond [`MAX_ABS_VALUE`]: its index among
+    /// The first value that is not finite or beyond [`crate::pca::MAX_ABS_VALUE`]: its index among
     /// all the values given and the value.
     pub(crate) fn first_bad(&mut self) -> Option<(usize, f64)> {
         if self.counting {
@@ -148,16 +148,6 @@ impl<T: Copy + Into<f64>> Store<T> {
         out.extend_from_slice(&self.cur);
         out
     }
-}
-
-/// The index of the first value that is NaN, infinite or beyond [`MAX_ABS_VALUE`]; one
-/// branch-free pass when there is none.
-fn first_out_of_bound<T: Copy + Into<f64>>(values: &[T]) -> Option<usize> {
-    let within = |v: &T| (*v).into().abs() <= MAX_ABS_VALUE;
-    if values.iter().fold(true, |ok, v| ok & within(v)) {
-        return None;
-    }
-    values.iter().position(|v| !within(v))
 }
 
 #[cfg(test)]

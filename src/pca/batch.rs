@@ -331,6 +331,15 @@ pub fn all_within_bound<T: Copy + Into<f64>>(values: &[T]) -> bool {
         .all(|c| c.iter().fold(true, |ok, v| ok & within_bound((*v).into())))
 }
 
+/// The index of the first value that is NaN, infinite or beyond [`MAX_ABS_VALUE`]; one
+/// branch-free pass when there is none, the search only when there is one.
+pub(crate) fn first_out_of_bound<T: Copy + Into<f64>>(values: &[T]) -> Option<usize> {
+    if all_within_bound(values) {
+        return None;
+    }
+    values.iter().position(|v| !within_bound((*v).into()))
+}
+
 /// `|v| ≤ MAX_ABS_VALUE`, which is false for NaN: one comparison covers NaN, ±∞ and
 /// range.
 fn within_bound(v: f64) -> bool {
@@ -379,10 +388,7 @@ fn check_values<T: Copy + Into<f64>>(
     values: &[T],
     width: usize,
 ) -> Result<(), BatchError> {
-    if all_within_bound(values) {
-        return Ok(());
-    }
-    let Some(i) = values.iter().position(|v| !within_bound((*v).into())) else {
+    let Some(i) = first_out_of_bound(values) else {
         return Ok(());
     };
     Err(BatchError::out_of_bound(

@@ -24,7 +24,7 @@ pub mod standardize;
 mod tests;
 
 pub use accumulator::{all_finite, Accumulator, AccumulatorParts, FitTarget};
-pub(crate) use batch::check_counts;
+pub(crate) use batch::{check_counts, first_out_of_bound};
 pub use batch::{Batch, BatchData, BatchError, Part, Shape, MAX_ABS_VALUE};
 pub use cancel::Cancel;
 pub use components::{max_principal_angle, Components, Projection};
