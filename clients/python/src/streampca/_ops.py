@@ -37,6 +37,18 @@ class Call:
     idempotent: bool = True
     retry: bool = True
 
+    def send_with(self, http: Any) -> Any:
+        """One attempt through ``http`` (an ``httpx.Client`` or ``AsyncClient``: the
+        latter returns an awaitable)."""
+        return http.request(
+            self.method,
+            self.path,
+            params=self.params,
+            json=self.json,
+            content=self.content,
+            headers=self.headers,
+        )
+
 
 @dataclass
 class Sleep:

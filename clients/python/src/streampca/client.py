@@ -177,14 +177,7 @@ class Client(_Settings):
         self.close()
 
     def _request(self, call: _ops.Call) -> httpx.Response:
-        return self._http.request(
-            call.method,
-            call.path,
-            params=call.params,
-            json=call.json,
-            content=call.content,
-            headers=call.headers,
-        )
+        return call.send_with(self._http)
 
     def _send(
         self,
@@ -407,14 +400,7 @@ class AsyncClient(_Settings):
         attempt = 0
         while True:
             try:
-                r = await self._http.request(
-                    call.method,
-                    call.path,
-                    params=call.params,
-                    json=call.json,
-                    content=call.content,
-                    headers=call.headers,
-                )
+                r = await call.send_with(self._http)
             except httpx.TransportError as e:
                 wait = self._retry_wait(call, attempt, None, e)
                 if wait is None:
